@@ -1,0 +1,24 @@
+# culture-neurons: find culture-sensitive neurons in VLMs and test them by ablation.
+# The DAG and artifact formats are described in README.md ("Architecture").
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+use_cli_configfiles_only()
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_targets(),

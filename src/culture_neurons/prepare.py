@@ -1,0 +1,426 @@
+"""prepare_data: CVQA-schema rows → items.parquet (grouped, split, validated) + a data report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from culture_neurons import __version__
+from culture_neurons.cvqa import (
+    RawRow,
+    SourceError,
+    count_local_rows,
+    hub_reference,
+    iter_hub_rows,
+    iter_local_rows,
+    load_hub_dataset,
+    local_shards,
+    parse_options,
+    parse_subset,
+)
+from culture_neurons.grouping import Grouping, GroupingError, load_grouping, own_group_code
+from culture_neurons.images import decode_image
+from culture_neurons.split import assign_splits
+
+log = logging.getLogger(__name__)
+
+HIDDEN_LABEL = -1
+N_OPTIONS = 4
+LABEL_MODES = ("labelled", "hidden", "file")
+# Exclusion reasons, in the order the report lists them.
+REASONS = {
+    "bad_subset": "Subset is not a (language, country) tuple",
+    "empty_question": "question is empty",
+    "options_unparseable": "options are neither a list nor the string of one",
+    "options_not_4": "not exactly 4 non-empty options",
+    "invalid_label": "label outside 0-3 in a labelled source",
+    "label_missing_in_file": "item absent from the labels file",
+    "image_undecodable": "image does not decode",
+    "duplicate_id": "ID occurs more than once (every copy excluded)",
+}
+ITEM_COLUMNS = [
+    "item_id",
+    "subset",
+    "country",
+    "language",
+    "culture",
+    "split",
+    "question",
+    "options",
+    "label",
+    "category",
+    "image_type",
+    "image_source",
+    "image_row",
+]
+
+
+@dataclass
+class DatasetConfig:
+    """The `dataset:` section of config.yaml (see workflow/schemas/config.schema.yaml)."""
+
+    name: str
+    source: str = "local"
+    local_dir: str | None = None
+    files: str = "data/test-*.parquet"
+    train_files: str | None = None
+    hub_id: str | None = None
+    revision: str | None = None
+    language: str = "english"
+    grouping: str = "resources/cvqa_culture_groups.tsv"
+    unknown_pair: str = "error"
+    split_seed: int = 0
+    labels_file: str | None = None
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any]) -> DatasetConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in mapping.items() if k in known})
+
+
+@dataclass
+class Exclusions:
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, reason: str, item_id: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(f"{item_id}: {detail}" if detail else item_id)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _read_labels_file(path: str) -> dict[str, int]:
+    file = Path(path)
+    if not file.is_file():
+        raise SourceError(f"labels_file {file} does not exist")
+    if file.suffix == ".json":
+        mapping = json.loads(file.read_text())
+        return {str(k): int(v) for k, v in mapping.items()}
+    table = pd.read_csv(file, sep="\t" if file.suffix == ".tsv" else ",", dtype={0: str})
+    columns = {c.lower(): c for c in table.columns}
+    id_col = columns.get("item_id") or columns.get("id")
+    label_col = columns.get("label")
+    if id_col is None or label_col is None:
+        raise SourceError(f"labels_file {file} needs columns item_id (or ID) and label")
+    return dict(zip(table[id_col].astype(str), table[label_col].astype(int), strict=True))
+
+
+def _rows(config: DatasetConfig, files: str) -> tuple[list[RawRow] | Any, int, str]:
+    """An iterator over the source rows, its length (for progress) and a source description."""
+    if config.source == "local":
+        if not config.local_dir:
+            raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
+        shards = local_shards(config.local_dir, files)
+        return iter_local_rows(shards), count_local_rows(shards), f"{len(shards)} shard(s)"
+    if config.source == "hub":
+        if not config.hub_id:
+            raise SourceError("dataset.source is 'hub' but dataset.hub_id is not set")
+        dataset = load_hub_dataset(config.hub_id, config.revision)
+        reference = hub_reference(config.hub_id, config.revision)
+        return iter_hub_rows(dataset, reference), len(dataset), reference
+    raise SourceError(f"dataset.source must be 'local' or 'hub', not {config.source!r}")
+
+
+def _validate_rows(
+    rows, total: int, config: DatasetConfig, grouping: Grouping, desc: str
+) -> tuple[list[dict[str, Any]], Exclusions, Counter]:
+    """Check every row; return candidate items, exclusions and unknown pairs."""
+    question_col, options_col = (
+        ("Translated Question", "Translated Options")
+        if config.language == "english"
+        else ("Question", "Options")
+    )
+    exclusions = Exclusions()
+    unknown: Counter = Counter()
+    items: list[dict[str, Any]] = []
+    for raw in tqdm(rows, total=total, desc=desc, unit="row", mininterval=2.0):
+        fields = raw.fields
+        item_id = _text(fields.get("ID")) or f"{raw.image_source}#{raw.image_row}"
+        try:
+            country, language = parse_subset(_text(fields.get("Subset")))
+        except ValueError as err:
+            exclusions.add("bad_subset", item_id, str(err))
+            continue
+        culture = grouping.lookup(country, language)
+        if culture is None:
+            unknown[(country, language)] += 1
+            culture = own_group_code(country, language)
+        question = _text(fields.get(question_col))
+        if not question:
+            exclusions.add("empty_question", item_id)
+            continue
+        try:
+            options = parse_options(fields.get(options_col))
+        except ValueError as err:
+            exclusions.add("options_unparseable", item_id, str(err))
+            continue
+        options = [o.strip() for o in options]
+        if len(options) != N_OPTIONS or not all(options):
+            exclusions.add("options_not_4", item_id, f"{len(options)} option(s)")
+            continue
+        try:
+            decode_image(raw.image, draft=True)
+        except Exception as err:  # PIL raises many types for corrupt data
+            exclusions.add("image_undecodable", item_id, type(err).__name__)
+            continue
+        raw_label = fields.get("Label")
+        items.append(
+            {
+                "item_id": item_id,
+                "subset": f"{country}-{language}",
+                "country": country,
+                "language": language,
+                "culture": culture,
+                "question": question,
+                "options": options,
+                "label": HIDDEN_LABEL if raw_label is None else int(raw_label),
+                "category": _text(fields.get("Category")),
+                "image_type": _text(fields.get("Image Type")),
+                "image_source": raw.image_source,
+                "image_row": raw.image_row,
+            }
+        )
+    return items, exclusions, unknown
+
+
+def _drop_duplicates(items: list[dict], exclusions: Exclusions) -> list[dict]:
+    # Every copy goes: which copy is right cannot be known, and keeping "the first" would make
+    # the result depend on row order.
+    counts = Counter(item["item_id"] for item in items)
+    kept = []
+    for item in items:
+        if counts[item["item_id"]] > 1:
+            exclusions.add("duplicate_id", item["item_id"], f"{counts[item['item_id']]} copies")
+        else:
+            kept.append(item)
+    return kept
+
+
+def _apply_labels(
+    items: list[dict], exclusions: Exclusions, labels_file: str | None
+) -> tuple[list[dict], str]:
+    """Decide the label mode and drop rows whose label cannot be scored."""
+    if labels_file:
+        labels = _read_labels_file(labels_file)
+        kept = []
+        for item in items:
+            if item["item_id"] not in labels:
+                exclusions.add("label_missing_in_file", item["item_id"])
+                continue
+            item["label"] = int(labels[item["item_id"]])
+            kept.append(item)
+        mode = "file"
+    elif items and all(item["label"] == HIDDEN_LABEL for item in items):
+        return items, "hidden"
+    else:
+        kept, mode = items, "labelled"
+    valid = []
+    for item in kept:
+        if 0 <= item["label"] < N_OPTIONS:
+            valid.append(item)
+        else:
+            exclusions.add("invalid_label", item["item_id"], f"label {item['label']}")
+    return valid, mode
+
+
+def fingerprint(table: pd.DataFrame) -> str:
+    """Content hash of an items table (stable across parquet writer versions)."""
+    canonical = table[ITEM_COLUMNS].to_json(orient="records", force_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _collect(
+    config: DatasetConfig, files: str, grouping: Grouping, desc: str
+) -> tuple[list[dict], Exclusions, int, str, str]:
+    rows, total, source = _rows(config, files)
+    log.info("reading %s rows from %s (%s)", total, source, desc)
+    items, exclusions, unknown = _validate_rows(rows, total, config, grouping, desc)
+    if unknown and config.unknown_pair == "error":
+        listed = ", ".join(f"{c}-{lang} ({n} rows)" for (c, lang), n in sorted(unknown.items()))
+        raise GroupingError(
+            f"country-language pair(s) missing from {config.grouping}: {listed}. Add them to the "
+            "grouping file, or set dataset.unknown_pair: own_group to keep each as its own culture."
+        )
+    for (country, language), n in sorted(unknown.items()):
+        log.warning("pair %s-%s (%d rows) is not in the grouping: own group", country, language, n)
+    items = _drop_duplicates(items, exclusions)
+    items, label_mode = _apply_labels(items, exclusions, config.labels_file)
+    return items, exclusions, total, source, label_mode
+
+
+def _table(items: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(items, columns=[c for c in ITEM_COLUMNS if c != "split"])
+    table["label"] = table["label"].astype("int64")
+    table["image_row"] = table["image_row"].astype("int64")
+    return table
+
+
+def prepare_dataset(config: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Write items.parquet, train_items.parquet, report.json and report.md into ``out_dir``."""
+    if config.language not in ("english", "native"):
+        raise SourceError(
+            f"dataset.language must be 'english' or 'native', not {config.language!r}"
+        )
+    out = Path(out_dir)
+    grouping = load_grouping(config.grouping)
+    items, exclusions, total, source, label_mode = _collect(config, config.files, grouping, "test")
+    if not items:
+        raise SourceError(f"no usable items in {source}: {dict(exclusions.counts)}")
+    table = _table(items)
+    table.insert(
+        ITEM_COLUMNS.index("split"),
+        "split",
+        assign_splits(table["item_id"], table["subset"], config.split_seed),
+    )
+    table = table.sort_values(["split", "culture", "subset", "item_id"], ignore_index=True)
+
+    train = _table([])
+    train_report = None
+    if config.train_files:
+        train_items, train_excl, train_total, _, _ = _collect(
+            config, config.train_files, grouping, "train"
+        )
+        train = _table(train_items)
+        overlap = set(train["item_id"]) & set(table["item_id"])
+        if overlap:
+            raise SourceError(f"{len(overlap)} train item ID(s) also appear in the test portion")
+        train_report = {
+            "rows_read": train_total,
+            "items": len(train),
+            "excluded": dict(train_excl.counts),
+        }
+    train.insert(ITEM_COLUMNS.index("split"), "split", "train")
+
+    report = build_report(config, table, exclusions, total, source, label_mode, grouping)
+    report["train"] = train_report
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out / "items.parquet", index=False)
+    train.to_parquet(out / "train_items.parquet", index=False)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (out / "report.md").write_text(render_report_md(report))
+    if label_mode == "hidden":
+        log.warning(
+            "labels are hidden in %s (every Label is -1): label-free mode - identification uses "
+            "all items and evaluation reports flip rates only. Set dataset.labels_file to score "
+            "accuracy.",
+            source,
+        )
+    for reason, n in exclusions.counts.items():
+        log.warning("excluded %d row(s): %s", n, REASONS[reason])
+    log.info("wrote %d items (%s) to %s", len(table), report["fingerprint"], out)
+    return report
+
+
+def build_report(
+    config: DatasetConfig,
+    table: pd.DataFrame,
+    exclusions: Exclusions,
+    rows_read: int,
+    source: str,
+    label_mode: str,
+    grouping: Grouping,
+) -> dict[str, Any]:
+    per_culture = table.groupby(["culture", "split"]).size().unstack(fill_value=0).sort_index()
+    per_pair = table.groupby(["subset", "split"]).size().unstack(fill_value=0).sort_index()
+    pair_rows = []
+    for subset, counts in per_pair.iterrows():
+        country, language = subset.split("-", 1)
+        paper = grouping.paper_counts.get((country, language))
+        pair_rows.append(
+            {
+                "subset": subset,
+                "culture": table.loc[table["subset"] == subset, "culture"].iloc[0],
+                "identification": int(counts.get("identification", 0)),
+                "evaluation": int(counts.get("evaluation", 0)),
+                "paper_identification": paper[0] if paper else None,
+                "paper_evaluation": paper[1] if paper else None,
+            }
+        )
+    return {
+        "dataset": config.name,
+        "source": source,
+        "config": asdict(config),
+        "package_version": __version__,
+        "fingerprint": fingerprint(table),
+        "label_mode": label_mode,
+        "rows_read": rows_read,
+        "items": len(table),
+        "excluded_total": sum(exclusions.counts.values()),
+        "excluded": {r: exclusions.counts.get(r, 0) for r in REASONS},
+        "excluded_examples": {r: list(v) for r, v in exclusions.examples.items()},
+        "cultures": sorted(table["culture"].unique().tolist()),
+        "items_per_culture": {
+            culture: {split: int(n) for split, n in row.items()}
+            for culture, row in per_culture.iterrows()
+        },
+        "items_per_pair": pair_rows,
+    }
+
+
+def render_report_md(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Data report: {report['dataset']}",
+        "",
+        f"- source: `{report['source']}`",
+        f"- rows read: {report['rows_read']}; items kept: {report['items']}; "
+        f"rows excluded: {report['excluded_total']}",
+        f"- fingerprint: `{report['fingerprint']}`",
+        f"- labels: **{report['label_mode']}**",
+    ]
+    if report["label_mode"] == "hidden":
+        lines.append(
+            "  - Every `Label` is -1 (answers withheld for the leaderboard). Label-free mode: "
+            "the identification pass uses all items, the evaluation reports flip rates only. "
+            "Set `dataset.labels_file` to score accuracy."
+        )
+    lines += ["", "## Excluded rows", "", "| reason | rows | examples |", "|---|---:|---|"]
+    for reason, n in report["excluded"].items():
+        examples = "; ".join(report["excluded_examples"].get(reason, []))
+        lines.append(f"| {REASONS[reason]} | {n} | {examples} |")
+    lines += [
+        "",
+        "## Items per culture and split",
+        "",
+        "| culture | identification | evaluation |",
+        "|---|---:|---:|",
+    ]
+    for culture, counts in report["items_per_culture"].items():
+        lines.append(
+            f"| {culture} | {counts.get('identification', 0)} | {counts.get('evaluation', 0)} |"
+        )
+    lines += [
+        "",
+        "## Items per country–language pair (paper's Table 4 counts where known)",
+        "",
+        "| pair | culture | identification | evaluation | paper (I) | paper (E) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in report["items_per_pair"]:
+        paper_i = "" if row["paper_identification"] is None else row["paper_identification"]
+        paper_e = "" if row["paper_evaluation"] is None else row["paper_evaluation"]
+        lines.append(
+            f"| {row['subset']} | {row['culture']} | {row['identification']} | "
+            f"{row['evaluation']} | {paper_i} | {paper_e} |"
+        )
+    if report.get("train"):
+        train = report["train"]
+        lines += [
+            "",
+            "## Train portion (demo model training only)",
+            "",
+            f"rows read: {train['rows_read']}; items: {train['items']}; excluded: "
+            f"{sum(train['excluded'].values())} {train['excluded'] or ''}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,33 @@
+if is_demo_dataset():
+
+    rule make_demo_data:
+        input:
+            spec=config["dataset"]["demo"]["spec"],
+        output:
+            shards=get_demo_shards(),
+            card=f"{config['dataset']['local_dir']}/README.md",
+        log:
+            "logs/make_demo_data.log",
+        params:
+            out=config["dataset"]["local_dir"],
+            args=get_demo_args,
+        shell:
+            "culture-neurons make-demo --out {params.out} {params.args} > {log} 2>&1"
+
+
+rule prepare_data:
+    input:
+        shards=get_prepare_data_input,
+        grouping=config["dataset"]["grouping"],
+    output:
+        item_table=f"{data_dir()}/items.parquet",
+        train_table=f"{data_dir()}/train_items.parquet",
+        report=f"{data_dir()}/report.json",
+        report_md=f"{data_dir()}/report.md",
+    log:
+        f"logs/prepare_data/{dataset_name()}.log",
+    params:
+        args=get_prepare_data_args,
+        out_dir=data_dir(),
+    shell:
+        "culture-neurons prepare-data {params.args} --out-dir {params.out_dir} > {log} 2>&1"
