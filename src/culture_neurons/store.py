@@ -1,0 +1,159 @@
+"""The activation store: per-item neuron statistics in a Zarr v3 group, written chunk by chunk.
+
+Layout (all arrays share the ``item`` dimension, ``dimension_names`` set for xarray):
+``fire_count[item, layer, neuron]`` valid tokens with act_fn output > 0, ``pos_sum[item, layer,
+neuron]`` sum of positive outputs, ``tokens[item]`` valid tokens, ``item_id``, ``culture``,
+``correct[item]`` (1, 0, or -1 when labels are hidden) and ``chunk_done[chunk]``.
+
+A chunk's data is written before its ``chunk_done`` flag, so a job killed at any point resumes
+at the first chunk not flagged and rewrites it whole: the finished store is identical to one
+written without interruption.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from culture_neurons.errors import InputError
+
+ITEM_ARRAYS = ("fire_count", "pos_sum", "tokens", "correct")
+# uint16 counts are exact up to 65,535 valid tokens per item (prompts are capped far below).
+COUNT_DTYPE = np.uint16
+MAX_COUNT = np.iinfo(COUNT_DTYPE).max
+
+
+class StoreMismatchError(InputError):
+    """A partial store exists but was started for other inputs."""
+
+
+@dataclass
+class ActivationStore:
+    group: zarr.Group
+    path: Path
+
+    @property
+    def n_items(self) -> int:
+        return int(self.group["tokens"].shape[0])
+
+    @property
+    def chunk_items(self) -> int:
+        return int(self.group.attrs["chunk_items"])
+
+    @property
+    def n_chunks(self) -> int:
+        return int(self.group["chunk_done"].shape[0])
+
+    def chunk_slice(self, chunk: int) -> slice:
+        start = chunk * self.chunk_items
+        return slice(start, min(start + self.chunk_items, self.n_items))
+
+    def pending_chunks(self) -> list[int]:
+        done = self.group["chunk_done"][:]
+        return [int(k) for k in np.flatnonzero(~done)]
+
+    def write_chunk(
+        self,
+        chunk: int,
+        fire_count: np.ndarray,
+        pos_sum: np.ndarray,
+        tokens: np.ndarray,
+        correct: np.ndarray,
+    ) -> None:
+        rows = self.chunk_slice(chunk)
+        n = rows.stop - rows.start
+        if fire_count.shape[0] != n:
+            raise ValueError(f"chunk {chunk} holds {n} items, got {fire_count.shape[0]}")
+        if fire_count.size and int(fire_count.max()) > MAX_COUNT:
+            raise ValueError(f"a fire count exceeds {MAX_COUNT}: too many valid tokens per item")
+        self.group["fire_count"][rows] = fire_count.astype(COUNT_DTYPE)
+        self.group["pos_sum"][rows] = pos_sum.astype(np.float32)
+        self.group["tokens"][rows] = tokens.astype(np.uint32)
+        self.group["correct"][rows] = correct.astype(np.int8)
+        # The flag goes last: a chunk counts as written only once all of its data is there.
+        self.group["chunk_done"][chunk] = True
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.group["chunk_done"][:].all())
+
+
+def create_or_resume(
+    path: str | Path,
+    *,
+    item_ids: list[str],
+    cultures: list[str],
+    n_layers: int,
+    n_neurons: int,
+    chunk_items: int,
+    attrs: dict[str, Any],
+) -> ActivationStore:
+    """Open the partial store at ``path`` if it was started for the same inputs, else create it.
+
+    ``attrs`` must describe everything that determines the content (model, revision, dtype,
+    token scope, dataset fingerprint, package version); a partial store with other attrs is
+    refused rather than silently mixed.
+    """
+    path = Path(path)
+    expected = {**attrs, "chunk_items": chunk_items, "n_layers": n_layers, "n_neurons": n_neurons}
+    if path.exists():
+        group = zarr.open_group(str(path), mode="r+")
+        found = {k: group.attrs.get(k) for k in expected}
+        same_items = "item_id" in group and list(group["item_id"][:]) == list(item_ids)
+        if found != _jsonable(expected) or not same_items:
+            raise StoreMismatchError(
+                f"partial activation store {path} was started for other inputs "
+                f"(found {found}); delete it to start over"
+            )
+        return ActivationStore(group, path)
+    tmp = path.with_name(path.name + ".creating")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    n_items = len(item_ids)
+    block = (chunk_items, n_layers, n_neurons)
+    dims3 = ["item", "layer", "neuron"]
+    group.create_array(
+        "fire_count", shape=(n_items, n_layers, n_neurons), chunks=block, dtype=COUNT_DTYPE,
+        fill_value=0, dimension_names=dims3,
+    )  # fmt: skip
+    group.create_array(
+        "pos_sum", shape=(n_items, n_layers, n_neurons), chunks=block, dtype=np.float32,
+        fill_value=0.0, dimension_names=dims3,
+    )  # fmt: skip
+    for name, dtype, fill in (("tokens", np.uint32, 0), ("correct", np.int8, -1)):
+        group.create_array(
+            name, shape=(n_items,), chunks=(chunk_items,), dtype=dtype, fill_value=fill,
+            dimension_names=["item"],
+        )  # fmt: skip
+    for name, values in (("item_id", item_ids), ("culture", cultures)):
+        array = group.create_array(
+            name, shape=(n_items,), chunks=(max(n_items, 1),), dtype=str, dimension_names=["item"]
+        )
+        array[:] = np.asarray(values, dtype=str)
+    n_chunks = -(-n_items // chunk_items)
+    done = group.create_array(
+        "chunk_done", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype=bool, fill_value=False,
+        dimension_names=["chunk"],
+    )  # fmt: skip
+    done[:] = False
+    group.attrs.update(_jsonable(expected))
+    # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
+    tmp.rename(path)
+    return ActivationStore(zarr.open_group(str(path), mode="r+"), path)
+
+
+def _jsonable(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, tuple) else list(v)) for k, v in mapping.items()}
+
+
+def open_store(path: str | Path) -> ActivationStore:
+    group = zarr.open_group(str(path), mode="r")
+    store = ActivationStore(group, Path(path))
+    if not store.complete:
+        raise InputError(f"activation store {path} is incomplete ({store.pending_chunks()[:5]}…)")
+    return store
