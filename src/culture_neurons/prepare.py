@@ -123,7 +123,11 @@ def _rows(config: DatasetConfig, files: str) -> tuple[list[RawRow] | Any, int, s
         if not config.local_dir:
             raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
         shards = local_shards(config.local_dir, files)
-        return iter_local_rows(shards), count_local_rows(shards), f"{len(shards)} shard(s)"
+        return (
+            iter_local_rows(shards),
+            count_local_rows(shards),
+            f"{len(shards)} shard(s) of {config.local_dir}/{files}",
+        )
     if config.source == "hub":
         if not config.hub_id:
             raise SourceError("dataset.source is 'hub' but dataset.hub_id is not set")

@@ -6,6 +6,7 @@ if is_demo_dataset():
         output:
             shards=get_demo_shards(),
             card=f"{config['dataset']['local_dir']}/README.md",
+            generation=f"{config['dataset']['local_dir']}/generation.json",
         log:
             "logs/make_demo_data.log",
         params:
