@@ -88,3 +88,11 @@ def test_bad_config_on_the_command_line_fails_the_dry_run():
     )
     assert result.returncode != 0
     assert "ratio" in result.stdout + result.stderr
+
+
+def test_snakemake_lint_is_clean():
+    result = subprocess.run(
+        ["snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "good condition" in result.stdout + result.stderr

@@ -9,8 +9,10 @@ if is_demo_dataset():
             generation=f"{config['dataset']['local_dir']}/generation.json",
         log:
             "logs/make_demo_data.log",
+        conda:
+            "../../envs/culture-neurons.yaml"
         params:
-            out=config["dataset"]["local_dir"],
+            out=lambda wildcards, output: Path(output.card).parent,
             args=get_demo_args,
         shell:
             "culture-neurons make-demo --out {params.out} {params.args} > {log} 2>&1"
@@ -27,8 +29,10 @@ rule prepare_data:
         report_md=f"{data_dir()}/report.md",
     log:
         f"logs/prepare_data/{dataset_name()}.log",
+    conda:
+        "../../envs/culture-neurons.yaml"
     params:
         args=get_prepare_data_args,
-        out_dir=data_dir(),
+        out_dir=lambda wildcards, output: Path(output.item_table).parent,
     shell:
         "culture-neurons prepare-data {params.args} --out-dir {params.out_dir} > {log} 2>&1"
