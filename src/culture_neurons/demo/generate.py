@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -110,6 +111,8 @@ ARROW_SCHEMA = pa.schema(
 # or lose the shape against its background.
 MIN_BACKGROUND_DISTANCE = 40
 MIN_FOREGROUND_CONTRAST = 96
+# Object colours differ by at least this much (max channel difference), well above the jitter.
+MIN_OBJECT_COLOUR_DISTANCE = 40
 
 _NAME_RE = re.compile(r"^[a-z]{3,16}$")
 _SUFFIX_RE = re.compile(r"^[a-z]{1,6}$")
@@ -141,7 +144,7 @@ class Culture:
 class DemoSpec:
     objects: tuple[str, ...]
     question_templates: tuple[str, ...]
-    foreground: RGB
+    foreground: dict[str, RGB]
     category: str
     cultures: tuple[Culture, ...]
 
@@ -169,7 +172,9 @@ def _require(mapping: Any, key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _parse_culture(raw: Any, i: int, objects: tuple[str, ...], foreground: RGB) -> Culture:
+def _parse_culture(
+    raw: Any, i: int, objects: tuple[str, ...], foreground: dict[str, RGB]
+) -> Culture:
     where = f"cultures[{i}]"
     if not isinstance(raw, dict):
         raise ValueError(f"{where} must be a mapping, got {type(raw).__name__}")
@@ -202,10 +207,11 @@ def _parse_culture(raw: Any, i: int, objects: tuple[str, ...], foreground: RGB) 
     if motif not in MOTIFS:
         raise ValueError(f"{where}: unknown motif {motif!r}; choose from {', '.join(MOTIFS)}")
     motif_color = _rgb(_require(raw_style, "motif_color", f"{where} style"), f"{where} motif_color")
-    if _rgb_distance(background, foreground) < MIN_FOREGROUND_CONTRAST:
-        raise ValueError(
-            f"{where}: background {background} is too close to the foreground {foreground}"
-        )
+    for obj, colour in foreground.items():
+        if _rgb_distance(background, colour) < MIN_FOREGROUND_CONTRAST:
+            raise ValueError(
+                f"{where}: background {background} is too close to the {obj} colour {colour}"
+            )
 
     raw_names = _require(raw, "names", where)
     if not isinstance(raw_names, dict):
@@ -225,6 +231,20 @@ def _parse_culture(raw: Any, i: int, objects: tuple[str, ...], foreground: RGB) 
             )
         names[obj] = word
     return Culture(code, country, tuple(languages), Style(background, motif, motif_color), names)
+
+
+def _object_colours(raw: Any, objects: list[str]) -> dict[str, RGB]:
+    """`foreground` is one RGB triple for every object, or a mapping object -> RGB."""
+    if not isinstance(raw, dict):
+        colour = _rgb(raw, "spec foreground")
+        return {obj: colour for obj in objects}
+    if set(raw) != set(objects):
+        raise ValueError(f"spec: 'foreground' must give a colour for exactly the objects {objects}")
+    colours = {obj: _rgb(raw[obj], f"spec foreground of {obj}") for obj in objects}
+    for a, b in itertools.combinations(objects, 2):
+        if _rgb_distance(colours[a], colours[b]) < MIN_OBJECT_COLOUR_DISTANCE:
+            raise ValueError(f"spec: the colours of {a} and {b} are too close to tell apart")
+    return colours
 
 
 def load_spec(spec_path: Path) -> DemoSpec:
@@ -254,7 +274,7 @@ def load_spec(spec_path: Path) -> DemoSpec:
     ):
         raise ValueError("spec: 'question_templates' must be a non-empty list of strings")
 
-    foreground = _rgb(_require(raw, "foreground", "spec"), "spec foreground")
+    foreground = _object_colours(_require(raw, "foreground", "spec"), objects)
     category = raw.get("category", DEFAULT_CATEGORY)
     if not isinstance(category, str) or not category:
         raise ValueError("spec: 'category' must be a non-empty string")
@@ -396,7 +416,7 @@ def render_image(
         rng = np.random.default_rng(0)
     background = _jitter(style.background, 8, rng)
     motif_color = _jitter(style.motif_color, 8, rng)
-    fg = _jitter(foreground, 16, rng)
+    fg = _jitter(foreground, 6, rng)
     phase = int(rng.integers(0, max(6, size // 8)))
     cx = size / 2 + float(rng.uniform(-0.08, 0.08)) * size
     cy = size / 2 + float(rng.uniform(-0.08, 0.08)) * size
@@ -487,7 +507,9 @@ def _culture_rows(
             distractors = [others[int(i)] for i in rng.choice(len(others), 3, replace=False)]
             options = distractors[:label] + [culture.names[obj]] + distractors[label:]
             template = spec.question_templates[int(rng.integers(len(spec.question_templates)))]
-            image = render_image(obj, culture.style, foreground=spec.foreground, size=size, rng=rng)
+            image = render_image(
+                obj, culture.style, foreground=spec.foreground[obj], size=size, rng=rng
+            )
             item_id = f"demo-{portion}-{_slug(culture.country)}-{_slug(language)}-{k:05d}"
 
             rows["image"].append({"bytes": _png_bytes(image), "path": f"{item_id}.png"})
