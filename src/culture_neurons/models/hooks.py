@@ -1,0 +1,241 @@
+"""Scoped forward hooks on decoder `act_fn` modules: recording statistics and keep-mask ablation.
+
+Each intervention is a context manager over `(module, hook)` pairs, in the spirit of
+TransformerLens' `run_with_hooks`: hooks exist only inside the `with` block and are removed on
+exit, exceptions included; nothing is stored on the modules or in globals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+
+
+@contextmanager
+def hooks_attached(pairs: Sequence[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
+    """Register forward hooks for the duration of the block, removing every one of them on exit."""
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Per-row activation statistics of one batch, on the host.
+
+    fire_count[b, l, n]: valid prompt tokens of row b where act_fn output (layer l, neuron n) > 0.
+    pos_sum[b, l, n]: sum of those positive outputs, in float32.
+    tokens[b]: valid prompt tokens of row b.
+    """
+
+    fire_count: torch.Tensor  # [B, L, D] int32
+    pos_sum: torch.Tensor  # [B, L, D] float32
+    tokens: torch.Tensor  # [B] int32
+
+
+class ActivationRecorder:
+    """Reduces each decoder layer's prefill act_fn output over valid tokens, on the device.
+
+    The hook keeps one `[B, D]` count and sum per layer in preallocated `[B, L, D]` buffers on the
+    mask's device; nothing of size tokens x neurons outlives a hook call. Only the first forward of
+    each layer (the prefill, whose length is the mask's) is recorded: the mask describes the prompt,
+    and the decode steps of `generate()` that follow are ignored.
+    """
+
+    def __init__(self, act_fn_modules: Sequence[nn.Module], valid_mask: torch.Tensor) -> None:
+        if valid_mask.dim() != 2:
+            raise ValueError(
+                f"valid_mask must be [batch, tokens], got shape {tuple(valid_mask.shape)}"
+            )
+        if not act_fn_modules:
+            raise ValueError("no act_fn modules to record")
+        self.modules = list(act_fn_modules)
+        self.valid_mask = valid_mask.bool()
+        self._masks: dict[torch.device, torch.Tensor] = {}
+        self._fire: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
+        self._recorded = [False] * len(self.modules)
+        self._stats: ActivationStats | None = None
+
+    def hooks(self) -> list[tuple[nn.Module, ForwardHook]]:
+        return [(module, self._make_hook(layer)) for layer, module in enumerate(self.modules)]
+
+    def _mask_on(self, device: torch.device) -> torch.Tensor:
+        # Layers may sit on different GPUs (device_map="auto"): one copy of the mask per device.
+        if device not in self._masks:
+            self._masks[device] = self.valid_mask.to(device).unsqueeze(-1)
+        return self._masks[device]
+
+    def _make_hook(self, layer: int) -> ForwardHook:
+        @torch.no_grad()  # the statistics must not keep an autograd graph of the forward alive
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            batch, length = self.valid_mask.shape
+            if self._recorded[layer]:
+                if output.shape[1] == length:
+                    raise RuntimeError(
+                        f"layer {layer} ran a second full-length forward inside one recording "
+                        "block; record one batch per block"
+                    )
+                return None  # a decode step of generate()
+            if output.dim() != 3 or tuple(output.shape[:2]) != (batch, length):
+                raise ValueError(
+                    f"layer {layer}: act_fn output of shape {tuple(output.shape)} does not match "
+                    f"the valid mask [{batch}, {length}]; the first forward must be the prefill"
+                )
+            if self._fire is None:
+                shape = (batch, len(self.modules), output.shape[-1])
+                device = self.valid_mask.device
+                self._fire = torch.zeros(shape, dtype=torch.int32, device=device)
+                self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
+            firing = (output > 0) & self._mask_on(output.device)
+            self._fire[:, layer] = firing.sum(dim=1, dtype=torch.int32)
+            # where(), not a product: a padded position may hold NaN, and NaN * 0 is NaN.
+            positive = torch.where(firing, output, output.new_zeros(()))
+            self._sum[:, layer] = positive.sum(dim=1, dtype=torch.float32)
+            self._recorded[layer] = True
+            return None
+
+        return hook
+
+    def finalize(self) -> ActivationStats:
+        missing = [layer for layer, done in enumerate(self._recorded) if not done]
+        if missing:
+            raise RuntimeError(f"no prefill forward was recorded for decoder layers {missing}")
+        assert self._fire is not None and self._sum is not None
+        self._stats = ActivationStats(
+            fire_count=self._fire.cpu(),
+            pos_sum=self._sum.cpu(),
+            tokens=self.valid_mask.sum(dim=1, dtype=torch.int32).cpu(),
+        )
+        self._fire = self._sum = None
+        self._masks.clear()
+        return self._stats
+
+    @property
+    def stats(self) -> ActivationStats:
+        if self._stats is None:
+            raise RuntimeError("statistics are available once the recording block has exited")
+        return self._stats
+
+    @property
+    def fire_count(self) -> torch.Tensor:
+        return self.stats.fire_count
+
+    @property
+    def pos_sum(self) -> torch.Tensor:
+        return self.stats.pos_sum
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        return self.stats.tokens
+
+
+@contextmanager
+def record_activation_stats(
+    act_fn_modules: Sequence[nn.Module], valid_mask: torch.Tensor
+) -> Iterator[ActivationRecorder]:
+    """Record per-row firing counts and positive sums of the prefill inside the block.
+
+    Usage::
+
+        with record_activation_stats(adapter.act_fn_modules(), mask) as rec:
+            adapter.generate(batch)
+        rec.fire_count  # [B, L, D] int32 on the host, once the block has exited
+    """
+    recorder = ActivationRecorder(act_fn_modules, valid_mask)
+    with hooks_attached(recorder.hooks()):
+        yield recorder
+    recorder.finalize()
+
+
+class KeepMasks:
+    """Multiplies each layer's act_fn output by a per-row 0/1 keep vector, at every forward."""
+
+    def __init__(
+        self,
+        act_fn_modules: Sequence[nn.Module],
+        keep: torch.Tensor,
+        row_mask_index: torch.Tensor | None = None,
+    ) -> None:
+        self.modules = list(act_fn_modules)
+        if keep.dim() != 3 or keep.shape[1] != len(self.modules):
+            raise ValueError(
+                f"keep must be [masks, layers={len(self.modules)}, neurons], "
+                f"got {tuple(keep.shape)}"
+            )
+        if row_mask_index is None:
+            if keep.shape[0] != 1:
+                raise ValueError(f"{keep.shape[0]} masks given but no row_mask_index to pick them")
+        else:
+            row_mask_index = torch.as_tensor(row_mask_index, dtype=torch.long)
+            if row_mask_index.dim() != 1:
+                raise ValueError("row_mask_index must be a 1-D [batch] tensor")
+            if row_mask_index.numel() and (
+                int(row_mask_index.min()) < 0 or int(row_mask_index.max()) >= keep.shape[0]
+            ):
+                raise ValueError(f"row_mask_index out of range for {keep.shape[0]} masks")
+        self.keep = keep
+        self.row_mask_index = row_mask_index
+        self._factors: dict[int, torch.Tensor] = {}
+
+    def _factor(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+        # Built once per layer at its first call, when the activation's device and dtype are known.
+        factor = self._factors.get(layer)
+        if factor is None:
+            per_mask = self.keep[:, layer].to(device=output.device, dtype=output.dtype)  # [M, D]
+            if self.row_mask_index is None:
+                factor = per_mask[0]  # [D], broadcast over rows and tokens
+            else:
+                factor = per_mask[self.row_mask_index.to(output.device)].unsqueeze(1)  # [B, 1, D]
+            self._factors[layer] = factor
+        return factor
+
+    def _make_hook(self, layer: int) -> ForwardHook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            factor = self._factor(layer, output)
+            if factor.dim() == 3 and output.shape[0] != factor.shape[0]:
+                raise ValueError(
+                    f"layer {layer}: batch of {output.shape[0]} rows but row_mask_index has "
+                    f"{factor.shape[0]} (beam search or sampling several sequences changes the "
+                    "batch size; use greedy decoding)"
+                )
+            return output * factor
+
+        return hook
+
+    def hooks(self) -> list[tuple[nn.Module, ForwardHook]]:
+        # A layer whose every mask keeps every neuron needs no hook at all.
+        ablates = (self.keep == 0).any(dim=2).any(dim=0)  # [L]
+        return [
+            (module, self._make_hook(layer))
+            for layer, module in enumerate(self.modules)
+            if bool(ablates[layer])
+        ]
+
+
+@contextmanager
+def apply_keep_masks(
+    act_fn_modules: Sequence[nn.Module],
+    keep: torch.Tensor,
+    row_mask_index: torch.Tensor | None = None,
+) -> Iterator[KeepMasks]:
+    """Deactivate neurons inside the block: act_fn output of row b times keep[row_mask_index[b], l].
+
+    keep is `[M, L, D]` with 1 = keep, 0 = deactivate (paper section 3.3); row_mask_index `[B]`
+    picks each row's mask, or None when M == 1 and every row uses mask 0.
+    """
+    masks = KeepMasks(act_fn_modules, keep, row_mask_index)
+    with hooks_attached(masks.hooks()):
+        yield masks

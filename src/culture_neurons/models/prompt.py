@@ -1,0 +1,40 @@
+"""The multiple-choice prompt of the paper's appendix A.3, shared by every model family."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+PROMPT_TEMPLATE = (
+    "Answer the following multiple-choice question based on the image.\n"
+    "Question: {question}\n"
+    "Options: {options}\n"
+    "Your response must be ONLY the text of the correct option from the list above, "
+    "and nothing else."
+)
+
+
+def _one_line(text: str) -> str:
+    # A newline inside a question or option would break the template's one-line-per-field layout.
+    return " ".join(str(text).split())
+
+
+def build_prompt_text(question: str, options: Sequence[str]) -> str:
+    """Appendix A.3's user text: question and options (space-separated, in order) on their lines."""
+    if isinstance(options, str) or not options:
+        raise ValueError(f"options must be a non-empty sequence of strings, got {options!r}")
+    return PROMPT_TEMPLATE.format(
+        question=_one_line(question), options=" ".join(_one_line(o) for o in options)
+    )
+
+
+def build_messages(prompt_text: str, *, with_image: bool = True) -> list[dict[str, Any]]:
+    """One user turn in the processor chat format, the image placed before the text."""
+    if not with_image:
+        return [{"role": "user", "content": prompt_text}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": prompt_text}],
+        }
+    ]

@@ -1,0 +1,71 @@
+"""Qwen2.5-VL (e.g. Qwen/Qwen2.5-VL-7B-Instruct): class, processor and image-size cap."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from typing import Any
+
+from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, PreTrainedModel
+
+from .base import ModelAdapter
+from .loading import hub_kwargs
+from .qwen_processing import QwenVLImageProcessorStandIn, load_processor_chat_template
+from .spec import AdapterSpec
+
+log = logging.getLogger(__name__)
+
+#: Qwen's own floor (4 visual tokens); images are rarely this small.
+DEFAULT_MIN_PIXELS = 56 * 56
+#: At most 1280 visual tokens (one per 28x28 pixels after the 2x2 merge). The checkpoint's
+#: preprocessor allows 16384*28*28 pixels, which turns a 6000x4000 CVQA photo into ~16k visual
+#: tokens (~20x the compute and memory of every masked run); 1280*28*28 is the cap the Qwen2.5-VL
+#: model card suggests and transformers' own default. It keeps the visual tokens below
+#: LLaVA-NeXT's (up to 2928 at 672 px), and a 3:2 photo still gets 29x43 of them.
+DEFAULT_MAX_PIXELS = 1280 * 28 * 28
+
+
+def cap_image_pixels(image_processor: Any, min_pixels: int, max_pixels: int) -> None:
+    """Bound the resized image area in place, whichever form `size` takes in this version."""
+    if not 0 < min_pixels <= max_pixels:
+        raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+    size = getattr(image_processor, "size", None)
+    if size is None or isinstance(size, dict):
+        new = {**(size or {}), "shortest_edge": min_pixels, "longest_edge": max_pixels}
+        if "min_pixels" in new or "max_pixels" in new:  # an older spelling of the same bounds
+            new.update(min_pixels=min_pixels, max_pixels=max_pixels)
+        image_processor.size = new
+    else:  # transformers 5: a SizeDict dataclass
+        image_processor.size = dataclasses.replace(
+            size, shortest_edge=min_pixels, longest_edge=max_pixels
+        )
+    # transformers 4.x kept the bounds as attributes too and read them in preprocess().
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if getattr(image_processor, name, None) is not None:
+            setattr(image_processor, name, value)
+
+
+class Qwen2_5_VLAdapter(ModelAdapter):
+    family = "qwen2_5_vl"
+    model_class_name = "Qwen2_5_VLForConditionalGeneration"
+
+    @classmethod
+    def load_processor(cls, spec: AdapterSpec, model: PreTrainedModel) -> Any:
+        kwargs = dict(spec.processor_kwargs)
+        min_pixels = int(kwargs.pop("min_pixels", DEFAULT_MIN_PIXELS))
+        max_pixels = int(kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS))
+        hub = hub_kwargs(spec)
+        try:
+            processor = AutoProcessor.from_pretrained(spec.path, **hub, **kwargs)
+        except ImportError as err:  # the video processor needs torchvision
+            log.info("using the image-only Qwen processor stand-in (%s)", str(err).strip()[:80])
+            processor = QwenVLImageProcessorStandIn(
+                AutoTokenizer.from_pretrained(spec.path, **hub, **kwargs),
+                AutoImageProcessor.from_pretrained(spec.path, **hub),
+                load_processor_chat_template(spec.path, **hub),
+                mm_token_type_ids="mm_token_type_ids"
+                in inspect.signature(model.forward).parameters,
+            )
+        cap_image_pixels(processor.image_processor, min_pixels, max_pixels)
+        return processor

@@ -1,0 +1,60 @@
+"""The model entry of the workflow config: which family, which weights, how to load them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+TOKEN_SCOPES: tuple[str, ...] = ("all", "text", "image")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What `load_adapter` needs. `path` is a hub id or a local directory."""
+
+    family: str
+    path: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device_map: str | dict[str, Any] | None = None
+    token_scope: str = "all"
+    processor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    model_class: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(
+                f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}"
+            )
+        if self.token_scope not in TOKEN_SCOPES:
+            raise ValueError(f"token_scope must be one of {TOKEN_SCOPES}, got {self.token_scope!r}")
+        if not self.path:
+            raise ValueError("a model spec needs a path (hub id or local directory)")
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any] | AdapterSpec) -> AdapterSpec:
+        if isinstance(spec, AdapterSpec):
+            return spec
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ValueError(f"unknown model spec keys {unknown}; allowed: {sorted(allowed)}")
+        values = dict(spec)
+        values["path"] = str(values.get("path", ""))
+        values["processor_kwargs"] = dict(values.get("processor_kwargs") or {})
+        return cls(**values)
+
+    @property
+    def torch_dtype(self) -> torch.dtype | str:
+        """The dtype for `from_pretrained`: a torch dtype, or "auto" for the checkpoint's own."""
+        return "auto" if self.dtype == "auto" else _DTYPES[self.dtype]

@@ -1,0 +1,321 @@
+"""Recording and keep-mask hooks on the tiny checkpoints of every model family."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from culture_neurons.models import (
+    KeepMasks,
+    ModelAdapter,
+    apply_keep_masks,
+    hooks_attached,
+    record_activation_stats,
+)
+from culture_neurons.models.hooks import ActivationStats, ForwardHook
+from culture_neurons.models.tiny import make_items
+
+pytest_plugins = ["tests.tiny_models"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def first_outputs(modules: Sequence[nn.Module]) -> tuple[list[tuple[nn.Module, ForwardHook]], list]:
+    """Hooks that keep a copy of each module's first output (the prefill), and where they put it."""
+    store: list[torch.Tensor | None] = [None] * len(modules)
+
+    def make(index: int) -> ForwardHook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            if store[index] is None:
+                store[index] = output.detach().clone()
+
+        return hook
+
+    return [(m, make(i)) for i, m in enumerate(modules)], store
+
+
+def brute_force_stats(acts: list[torch.Tensor], mask: torch.Tensor) -> ActivationStats:
+    """Row by row, over the valid positions only, from fully captured [B, T, D] activations."""
+    batch, layers, width = mask.shape[0], len(acts), acts[0].shape[-1]
+    fire = torch.zeros(batch, layers, width, dtype=torch.int32)
+    total = torch.zeros(batch, layers, width, dtype=torch.float64)
+    for b in range(batch):
+        for layer, act in enumerate(acts):
+            valid = act[b][mask[b]].double()  # [valid tokens, D]
+            fire[b, layer] = (valid > 0).sum(dim=0).int()
+            total[b, layer] = torch.where(valid > 0, valid, 0.0).sum(dim=0)
+    return ActivationStats(fire, total.float(), mask.sum(dim=1).int())
+
+
+def record(
+    adapter: ModelAdapter, items: list[dict[str, Any]], **generate: Any
+) -> tuple[ActivationStats, torch.Tensor]:
+    batch = adapter.build_batch(items)
+    with record_activation_stats(adapter.act_fn_modules(), adapter.valid_token_mask(batch)) as rec:
+        new_tokens = adapter.generate(batch, **generate)
+    return rec.stats, new_tokens
+
+
+def until_eos(adapter: ModelAdapter, new_tokens: torch.Tensor) -> list[list[int]]:
+    """Generated ids up to and including the first end-of-sequence token of each row."""
+    eos = adapter.model.generation_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    rows = []
+    for row in new_tokens.tolist():
+        stop = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+        rows.append(row[:stop])
+    return rows
+
+
+def last_logits(adapter: ModelAdapter, batch: Any) -> torch.Tensor:
+    with torch.inference_mode():
+        return adapter.model(**batch).logits[:, -1].float()
+
+
+def random_keep(adapter: ModelAdapter, masks: int, seed: int, zeros: float = 0.3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (masks, adapter.n_layers, adapter.n_neurons)
+    return (torch.rand(shape, generator=generator) >= zeros).float()
+
+
+def vision_activations(model: nn.Module) -> list[nn.Module]:
+    return [
+        module
+        for name, module in model.named_modules()
+        if ("visual" in name or "vision_tower" in name)
+        and name.endswith(("act_fn", "activation_fn"))
+    ]
+
+
+def forward_hook_count(modules: Sequence[nn.Module]) -> int:
+    return sum(len(m._forward_hooks) for m in modules)
+
+
+# ---------------------------------------------------------------------------------------- recording
+def test_hooks_fire_once_per_layer_per_forward_and_never_in_vision(
+    tiny_adapter: ModelAdapter,
+) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    calls = [0] * len(modules)
+    vision_calls = [0]
+
+    def counter(index: int) -> ForwardHook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            calls[index] += 1
+
+        return hook
+
+    def count_vision(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        vision_calls[0] += 1
+
+    vision = vision_activations(tiny_adapter.model)
+    batch = tiny_adapter.build_batch(make_items(2))
+    pairs = [(m, counter(i)) for i, m in enumerate(modules)] + [(v, count_vision) for v in vision]
+    with hooks_attached(pairs), torch.inference_mode():
+        tiny_adapter.model(**batch)
+    assert calls == [1] * len(modules)
+    assert vision_calls[0] >= len(vision), "the vision tower ran, under hooks of its own"
+
+    calls[:] = [0] * len(modules)
+    with hooks_attached(pairs[: len(modules)]):
+        tiny_adapter.generate(batch, max_new_tokens=3, min_new_tokens=3)
+    assert calls == [3] * len(modules), "prefill plus two decode steps"
+
+
+def test_recorded_stats_equal_brute_force(tiny_adapter: ModelAdapter) -> None:
+    batch = tiny_adapter.build_batch(make_items(4))
+    mask = tiny_adapter.valid_token_mask(batch)
+    modules = tiny_adapter.act_fn_modules()
+    capture, acts = first_outputs(modules)
+    with hooks_attached(capture), record_activation_stats(modules, mask) as rec:
+        tiny_adapter.generate(batch, max_new_tokens=3, min_new_tokens=3)
+    expected = brute_force_stats(acts, mask)
+
+    shape = (4, tiny_adapter.n_layers, tiny_adapter.n_neurons)
+    assert rec.fire_count.shape == rec.pos_sum.shape == shape
+    assert rec.fire_count.dtype == torch.int32 and rec.pos_sum.dtype == torch.float32
+    assert rec.fire_count.device.type == "cpu" and rec.pos_sum.device.type == "cpu"
+    assert torch.equal(rec.tokens, expected.tokens)
+    assert torch.equal(rec.fire_count, expected.fire_count)
+    torch.testing.assert_close(rec.pos_sum, expected.pos_sum, rtol=1e-5, atol=1e-5)
+    # Not vacuous: neurons fire on some valid tokens but not all, and padding would have counted.
+    assert (rec.fire_count > 0).any() and (rec.fire_count < rec.tokens[:, None, None]).any()
+    unmasked = brute_force_stats(acts, batch["attention_mask"].bool())
+    assert not torch.equal(unmasked.fire_count, rec.fire_count)
+
+
+def test_decode_steps_are_not_recorded(tiny_adapter: ModelAdapter) -> None:
+    items = make_items(3, seed=2)
+    one, _ = record(tiny_adapter, items, max_new_tokens=1)
+    many, _ = record(tiny_adapter, items, max_new_tokens=4, min_new_tokens=4)
+    assert torch.equal(one.fire_count, many.fire_count)
+    assert torch.equal(one.pos_sum, many.pos_sum)
+
+
+def test_batch_of_one_and_of_four_agree(tiny_adapter: ModelAdapter) -> None:
+    items = make_items(4)
+    together, tokens_together = record(tiny_adapter, items, max_new_tokens=5)
+    outputs = until_eos(tiny_adapter, tokens_together)
+    assert len({tuple(row) for row in outputs}) > 1, "outputs depend on the input"
+    for i, item in enumerate(items):
+        alone, tokens_alone = record(tiny_adapter, [item], max_new_tokens=5)
+        assert alone.tokens.item() == together.tokens[i].item()
+        assert torch.equal(alone.fire_count[0], together.fire_count[i])
+        torch.testing.assert_close(alone.pos_sum[0], together.pos_sum[i], rtol=1e-5, atol=1e-4)
+        assert until_eos(tiny_adapter, tokens_alone) == [outputs[i]]
+
+
+def test_greedy_generation_is_deterministic(tiny_adapter: ModelAdapter) -> None:
+    batch = tiny_adapter.build_batch(make_items(3, seed=1))
+    first = tiny_adapter.generate(batch, max_new_tokens=6)
+    assert first.shape[0] == 3 and 1 <= first.shape[1] <= 6
+    assert torch.equal(first, tiny_adapter.generate(batch, max_new_tokens=6))
+
+
+def test_recording_refuses_a_foreign_forward(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    batch = tiny_adapter.build_batch(make_items(2))
+    mask = tiny_adapter.valid_token_mask(batch)
+    wrong = torch.ones(2, mask.shape[1] + 1, dtype=torch.bool)
+    with (
+        pytest.raises(ValueError, match="does not match the valid mask"),
+        record_activation_stats(modules, wrong),
+        torch.inference_mode(),
+    ):
+        tiny_adapter.model(**batch)
+    assert forward_hook_count(modules) == 0
+    with (
+        pytest.raises(RuntimeError, match="second full-length forward"),
+        record_activation_stats(modules, mask),
+        torch.inference_mode(),
+    ):
+        tiny_adapter.model(**batch)
+        tiny_adapter.model(**batch)
+    with (
+        pytest.raises(RuntimeError, match="no prefill forward"),
+        record_activation_stats(modules, mask),
+    ):
+        pass
+    assert forward_hook_count(modules) == 0
+
+
+# -------------------------------------------------------------------------------------- keep masks
+def test_keep_mask_multiplies_the_gate_branch(tiny_adapter: ModelAdapter) -> None:
+    keep = random_keep(tiny_adapter, masks=1, seed=0)
+    mlps = [layer.mlp for layer in tiny_adapter.decoder_layers()]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def grab(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        seen.append((args[0].detach().clone(), output.detach().clone()))
+
+    batch = tiny_adapter.build_batch(make_items(2))
+    with (
+        hooks_attached([(mlp, grab) for mlp in mlps]),
+        apply_keep_masks(tiny_adapter.act_fn_modules(), keep),
+        torch.inference_mode(),
+    ):
+        tiny_adapter.model(**batch)
+    assert len(seen) == len(mlps)
+    with torch.inference_mode():
+        for layer, (mlp, (x, y)) in enumerate(zip(mlps, seen, strict=True)):
+            by_hand = mlp.down_proj(
+                (mlp.act_fn(mlp.gate_proj(x)) * keep[0, layer]) * mlp.up_proj(x)
+            )
+            torch.testing.assert_close(y, by_hand, rtol=1e-5, atol=1e-6)
+            assert not torch.allclose(y, mlp(x), atol=1e-4), "the mask changed this layer's output"
+
+
+def test_row_indexed_masks_equal_each_mask_alone(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    keep = random_keep(tiny_adapter, masks=3, seed=1, zeros=0.5)
+    rows = torch.tensor([2, 0, 1, 2])
+    batch = tiny_adapter.build_batch(make_items(4))
+    with apply_keep_masks(modules, keep, rows):
+        logits = last_logits(tiny_adapter, batch)
+        tokens = until_eos(tiny_adapter, tiny_adapter.generate(batch, max_new_tokens=4))
+    per_mask = []
+    for m in range(3):
+        with apply_keep_masks(modules, keep[m : m + 1]):
+            alone = last_logits(tiny_adapter, batch)
+            alone_tokens = until_eos(tiny_adapter, tiny_adapter.generate(batch, max_new_tokens=4))
+        per_mask.append(alone)
+        for b in (rows == m).nonzero().flatten().tolist():
+            torch.testing.assert_close(logits[b], alone[b], rtol=1e-5, atol=1e-5)
+            assert tokens[b] == alone_tokens[b]
+    assert not torch.allclose(per_mask[0], per_mask[1], atol=1e-3), "masks differ in effect"
+
+
+def test_keep_masks_hold_at_every_decode_step(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    keep = random_keep(tiny_adapter, masks=2, seed=4)
+    rows = torch.tensor([1, 0, 1])
+    seen: list[list[torch.Tensor]] = [[] for _ in modules]
+
+    def watcher(layer: int) -> ForwardHook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            seen[layer].append(output.detach().clone())
+
+        return hook
+
+    batch = tiny_adapter.build_batch(make_items(3))
+    # Registered after the keep hooks, the watchers see the masked output.
+    with (
+        apply_keep_masks(modules, keep, rows),
+        hooks_attached([(m, watcher(i)) for i, m in enumerate(modules)]),
+    ):
+        tiny_adapter.generate(batch, max_new_tokens=4, min_new_tokens=4)
+    for layer, outputs in enumerate(seen):
+        assert [o.shape[1] for o in outputs] == [batch["input_ids"].shape[1], 1, 1, 1]
+        dropped = keep[rows, layer] == 0  # [B, D]
+        for output in outputs:
+            assert output.permute(1, 0, 2)[:, dropped].eq(0).all()
+            assert output.permute(1, 0, 2)[:, ~dropped].ne(0).any()
+
+
+def test_hooks_leave_nothing_behind(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    batch = tiny_adapter.build_batch(make_items(2))
+    before = last_logits(tiny_adapter, batch)
+    silence = torch.zeros(1, tiny_adapter.n_layers, tiny_adapter.n_neurons)
+    with apply_keep_masks(modules, silence):
+        assert forward_hook_count(modules) == len(modules)
+        assert not torch.allclose(last_logits(tiny_adapter, batch), before, atol=1e-4)
+    assert forward_hook_count(modules) == 0
+    torch.testing.assert_close(last_logits(tiny_adapter, batch), before, rtol=0, atol=0)
+
+    with pytest.raises(KeyError), apply_keep_masks(modules, silence):
+        raise KeyError("boom")
+    mask = tiny_adapter.valid_token_mask(batch)
+    with pytest.raises(KeyError), record_activation_stats(modules, mask):
+        raise KeyError("boom")
+    assert forward_hook_count(modules) == 0
+
+
+def test_keep_masks_hook_only_layers_they_change(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    keep = torch.ones(2, tiny_adapter.n_layers, tiny_adapter.n_neurons)
+    keep[1, 1, 5] = 0
+    with apply_keep_masks(modules, keep, torch.tensor([0, 1])):
+        assert [len(m._forward_hooks) for m in modules] == [0, 1, 0]
+
+
+def test_keep_masks_validate_their_arguments(tiny_adapter: ModelAdapter) -> None:
+    modules = tiny_adapter.act_fn_modules()
+    layers, width = tiny_adapter.n_layers, tiny_adapter.n_neurons
+    with pytest.raises(ValueError, match="keep must be"):
+        KeepMasks(modules, torch.ones(1, layers + 1, width))
+    with pytest.raises(ValueError, match="no row_mask_index"):
+        KeepMasks(modules, torch.ones(2, layers, width))
+    with pytest.raises(ValueError, match="out of range"):
+        KeepMasks(modules, torch.ones(2, layers, width), torch.tensor([0, 2]))
+    keep = random_keep(tiny_adapter, masks=2, seed=3)
+    batch = tiny_adapter.build_batch(make_items(2))
+    with (
+        pytest.raises(ValueError, match="batch of 2 rows but row_mask_index has 3"),
+        apply_keep_masks(modules, keep, torch.tensor([0, 1, 1])),
+    ):
+        last_logits(tiny_adapter, batch)
+    assert forward_hook_count(modules) == 0
