@@ -13,9 +13,12 @@ include: "workflow/rules/common.smk"
 
 use_cli_configfiles_only()
 validate(config, "workflow/schemas/config.schema.yaml")
+check_demo_models()
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/record.smk"
 
 
 rule all:

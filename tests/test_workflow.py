@@ -64,18 +64,37 @@ def test_schema_rejects_bad_config_naming_the_key(mutate, key):
     assert key in str(error.value)
 
 
+def planned_models(*args: str) -> set[str]:
+    """Model names whose activation stores the dry run would build."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        ["snakemake", "-n", "--forceall", "--cores", "1", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(re.findall(r"results/([^/\s]+)/activations\.zarr", result.stdout))
+
+
 def test_demo_dry_run_plans_the_demo():
     counts = dry_run()
     assert counts["make_demo_data"] == 1
     assert counts["prepare_data"] == 1
+    assert counts["train_demo_model"] == 1
+    assert counts["baseline_and_record"] == len(load("config.yaml")["models"])
     assert counts["all"] == 1
+    assert planned_models() == set(load("config.yaml")["models"])
 
 
-def test_paper_dry_run_plans_only_the_paper(tmp_path):
+def test_paper_dry_run_plans_only_the_paper():
     counts = dry_run("--configfile", "configs/paper.yaml")
-    # The demo's generator must not leak in through Snakemake's recursive config merge.
+    # Nothing of the demo may leak in through Snakemake's recursive config merge.
     assert "make_demo_data" not in counts
+    assert "train_demo_model" not in counts
     assert counts["prepare_data"] == 1
+    paper_models = set(load("configs/paper.yaml")["models"])
+    assert paper_models == {"qwen2.5-vl-7b", "llava-v1.6-mistral-7b", "pangea-7b"}
+    assert counts["baseline_and_record"] == 3
+    assert planned_models("--configfile", "configs/paper.yaml") == paper_models
 
 
 def test_bad_config_on_the_command_line_fails_the_dry_run():

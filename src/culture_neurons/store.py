@@ -3,7 +3,8 @@
 Layout (all arrays share the ``item`` dimension, ``dimension_names`` set for xarray):
 ``fire_count[item, layer, neuron]`` valid tokens with act_fn output > 0, ``pos_sum[item, layer,
 neuron]`` sum of positive outputs, ``tokens[item]`` valid tokens, ``item_id``, ``culture``,
-``correct[item]`` (1, 0, or -1 when labels are hidden) and ``chunk_done[chunk]``.
+``correct[item]`` (1, 0, or -1 when labels are hidden), the unmasked answer (``answer[item]``,
+``choice[item]``: extracted option, -1 for none) and ``chunk_done[chunk]``.
 
 A chunk's data is written before its ``chunk_done`` flag, so a job killed at any point resumes
 at the first chunk not flagged and rewrites it whole: the finished store is identical to one
@@ -64,6 +65,8 @@ class ActivationStore:
         pos_sum: np.ndarray,
         tokens: np.ndarray,
         correct: np.ndarray,
+        answers: list[str] | None = None,
+        choices: np.ndarray | None = None,
     ) -> None:
         rows = self.chunk_slice(chunk)
         n = rows.stop - rows.start
@@ -75,6 +78,10 @@ class ActivationStore:
         self.group["pos_sum"][rows] = pos_sum.astype(np.float32)
         self.group["tokens"][rows] = tokens.astype(np.uint32)
         self.group["correct"][rows] = correct.astype(np.int8)
+        if answers is not None:
+            self.group["answer"][rows] = np.asarray(answers, dtype=str)
+        if choices is not None:
+            self.group["choice"][rows] = np.asarray(choices, dtype=np.int8)
         # The flag goes last: a chunk counts as written only once all of its data is there.
         self.group["chunk_done"][chunk] = True
 
@@ -125,11 +132,18 @@ def create_or_resume(
         "pos_sum", shape=(n_items, n_layers, n_neurons), chunks=block, dtype=np.float32,
         fill_value=0.0, dimension_names=dims3,
     )  # fmt: skip
-    for name, dtype, fill in (("tokens", np.uint32, 0), ("correct", np.int8, -1)):
+    for name, dtype, fill in (
+        ("tokens", np.uint32, 0),
+        ("correct", np.int8, -1),
+        ("choice", np.int8, -1),
+    ):
         group.create_array(
             name, shape=(n_items,), chunks=(chunk_items,), dtype=dtype, fill_value=fill,
             dimension_names=["item"],
         )  # fmt: skip
+    group.create_array(
+        "answer", shape=(n_items,), chunks=(chunk_items,), dtype=str, dimension_names=["item"]
+    )
     for name, values in (("item_id", item_ids), ("culture", cultures)):
         array = group.create_array(
             name, shape=(n_items,), chunks=(max(n_items, 1),), dtype=str, dimension_names=["item"]

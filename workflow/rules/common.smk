@@ -1,3 +1,4 @@
+import json
 import shlex
 from pathlib import Path
 
@@ -82,8 +83,67 @@ def get_demo_args(wildcards):
     )
 
 
+def model_names():
+    return list(config["models"])
+
+
+def model_entry(name):
+    return config["models"][name]
+
+
+def demo_model_names():
+    """Models that the workflow trains itself (the embedded demo's tiny VLM)."""
+    return [name for name in model_names() if "demo_training" in model_entry(name)]
+
+
+def demo_weights(name):
+    return f"results/{name}/demo_weights"
+
+
+def check_demo_models():
+    for name in demo_model_names():
+        if model_entry(name)["path"] != demo_weights(name):
+            raise ValueError(
+                f"models.{name}.path must be {demo_weights(name)}: a model with demo_training "
+                "is trained by the workflow into that folder"
+            )
+
+
+def get_demo_training_json(wildcards):
+    return shlex.quote(
+        json.dumps(model_entry(wildcards.model)["demo_training"], sort_keys=True)
+    )
+
+
+def get_model_input(wildcards):
+    """A demo model's weights are a workflow product; hub models need no input file."""
+    entry = model_entry(wildcards.model)
+    return [entry["path"]] if "demo_training" in entry else []
+
+
+def get_model_json(wildcards):
+    return shlex.quote(json.dumps(model_entry(wildcards.model), sort_keys=True))
+
+
+def get_batch_size(wildcards):
+    return model_entry(wildcards.model).get("batch_size", 8)
+
+
+def get_gpus(wildcards):
+    return model_entry(wildcards.model).get("gpus", 1)
+
+
+def get_max_new_tokens():
+    return config.get("generation", {}).get("max_new_tokens", 20)
+
+
 def get_final_targets():
-    return [
-        f"{data_dir()}/items.parquet",
-        f"{data_dir()}/report.md",
-    ]
+    targets = [f"{data_dir()}/items.parquet", f"{data_dir()}/report.md"]
+    for name in demo_model_names():
+        targets.append(f"results/{name}/demo_model.json")
+    for name in model_names():
+        targets += [
+            f"results/{name}/activations.zarr",
+            f"results/{name}/baseline/evaluation.parquet",
+        ]
+    return targets

@@ -1,0 +1,130 @@
+"""baseline_and_record: one pass over the identification split (answers + activation statistics
+into the store, chunk by chunk, resumable) and the unmasked baseline of the evaluation split."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from culture_neurons import __version__
+from culture_neurons.engine import answer_all, answer_batch, answer_table, batches
+from culture_neurons.models.base import ModelAdapter
+from culture_neurons.split import EVALUATION, IDENTIFICATION
+from culture_neurons.store import ActivationStore, create_or_resume
+
+log = logging.getLogger(__name__)
+
+
+def partial_path(store_path: str | Path) -> Path:
+    """Where the store grows until complete. Snakemake deletes a failed job's declared outputs,
+    so the resumable copy lives beside the output, under another name."""
+    store_path = Path(store_path)
+    return store_path.with_name(store_path.stem + ".partial.zarr")
+
+
+def record_identification(
+    adapter: ModelAdapter,
+    rows: pd.DataFrame,
+    store_path: str | Path,
+    *,
+    batch_size: int,
+    chunk_batches: int,
+    max_new_tokens: int,
+    attrs: dict[str, Any],
+    stop_after_chunks: int | None = None,
+) -> tuple[ActivationStore | None, dict[str, float]]:
+    """Answer and record every row into the store at ``store_path``, resuming a partial one.
+
+    Chunks hold whole batches, so a resumed run batches exactly as an uninterrupted one and
+    writes identical values. ``stop_after_chunks`` ends early (as a kill would; for tests).
+    Returns the finished store (None if stopped early) and timings.
+    """
+    partial = partial_path(store_path)
+    store = create_or_resume(
+        partial,
+        item_ids=rows["item_id"].tolist(),
+        cultures=rows["culture"].tolist(),
+        n_layers=adapter.n_layers,
+        n_neurons=adapter.n_neurons,
+        chunk_items=batch_size * chunk_batches,
+        attrs=attrs,
+    )
+    pending = store.pending_chunks()
+    if len(pending) < store.n_chunks:
+        log.info("resuming %s: %d of %d chunks left", partial, len(pending), store.n_chunks)
+    timings = {"model_s": 0.0, "write_s": 0.0}
+    done_now = 0
+    with tqdm(total=len(rows), desc="record", unit="item", mininterval=2.0) as progress:
+        progress.update(len(rows) - sum(_chunk_len(store, k) for k in pending))
+        for chunk in pending:
+            if stop_after_chunks is not None and done_now >= stop_after_chunks:
+                return None, timings
+            chunk_rows = rows.iloc[store.chunk_slice(chunk)]
+            parts = []
+            start = time.perf_counter()
+            for batch_rows in batches(chunk_rows, batch_size):
+                parts.append(
+                    answer_batch(adapter, batch_rows, max_new_tokens=max_new_tokens, record=True)
+                )
+                progress.update(len(batch_rows))
+            timings["model_s"] += time.perf_counter() - start
+            start = time.perf_counter()
+            store.write_chunk(
+                chunk,
+                np.concatenate([p.fire_count for p in parts]),
+                np.concatenate([p.pos_sum for p in parts]),
+                np.concatenate([p.tokens for p in parts]),
+                np.concatenate([p.correct for p in parts]),
+                answers=[t for p in parts for t in p.texts],
+                choices=np.concatenate([p.choices for p in parts]),
+            )
+            timings["write_s"] += time.perf_counter() - start
+            done_now += 1
+    final = Path(store_path)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    from culture_neurons.store import open_store
+
+    return open_store(final), timings
+
+
+def _chunk_len(store: ActivationStore, chunk: int) -> int:
+    rows = store.chunk_slice(chunk)
+    return rows.stop - rows.start
+
+
+def baseline_table_from_store(store: ActivationStore, rows: pd.DataFrame) -> pd.DataFrame:
+    group = store.group
+    if list(group["item_id"][:]) != rows["item_id"].tolist():
+        raise ValueError("the activation store's items differ from the identification split")
+    return answer_table(rows, list(group["answer"][:]), group["choice"][:], group["correct"][:])
+
+
+def store_attrs(adapter: ModelAdapter, dataset_fingerprint: str, model_name: str) -> dict:
+    return {
+        "model": model_name,
+        **adapter.metadata(),
+        "dataset_fingerprint": dataset_fingerprint,
+        "package_version": __version__,
+    }
+
+
+def split_rows(items: pd.DataFrame, split: str) -> pd.DataFrame:
+    if split not in (IDENTIFICATION, EVALUATION):
+        raise ValueError(f"unknown split {split!r}")
+    return items[items["split"] == split].reset_index(drop=True)
+
+
+def evaluation_baseline(
+    adapter: ModelAdapter, rows: pd.DataFrame, *, batch_size: int, max_new_tokens: int
+) -> pd.DataFrame:
+    return answer_all(
+        adapter, rows, batch_size=batch_size, max_new_tokens=max_new_tokens, desc="baseline"
+    )

@@ -1,0 +1,25 @@
+rule baseline_and_record:
+    input:
+        item_table=f"{data_dir()}/items.parquet",
+        data_report=f"{data_dir()}/report.json",
+        model=get_model_input,
+    output:
+        store=directory("results/{model}/activations.zarr"),
+        identification="results/{model}/baseline/identification.parquet",
+        evaluation="results/{model}/baseline/evaluation.parquet",
+    log:
+        "logs/baseline_and_record/{model}.log",
+    conda:
+        "../../envs/culture-neurons.yaml"
+    resources:
+        gpu=get_gpus,
+    params:
+        model=get_model_json,
+        batch_size=get_batch_size,
+        max_new_tokens=get_max_new_tokens(),
+        baseline_dir=lambda wildcards, output: Path(output.evaluation).parent,
+    shell:
+        "culture-neurons record --items {input.item_table} --data-report {input.data_report}"
+        " --model-name {wildcards.model} --model {params.model}"
+        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --store {output.store} --baseline-dir {params.baseline_dir} > {log} 2>&1"
