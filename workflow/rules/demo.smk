@@ -1,0 +1,20 @@
+rule train_demo_model:
+    input:
+        item_table=f"{data_dir()}/items.parquet",
+        train_table=f"{data_dir()}/train_items.parquet",
+    output:
+        model=directory("results/{model}/demo_weights"),
+        report="results/{model}/demo_model.json",
+    log:
+        "logs/train_demo_model/{model}.log",
+    wildcard_constraints:
+        model="|".join(demo_model_names()) or "^$",
+    conda:
+        "../../envs/culture-neurons.yaml"
+    threads: 2
+    params:
+        settings=get_demo_training_json,
+    shell:
+        "culture-neurons train-demo --items {input.item_table}"
+        " --train-items {input.train_table} --settings {params.settings}"
+        " --out {output.model} --report {output.report} > {log} 2>&1"
