@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -19,6 +22,8 @@ check_demo_models()
 include: "workflow/rules/data.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/record.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -140,6 +141,160 @@ def cmd_train_demo(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_select(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from culture_neurons.aggregate import aggregate
+    from culture_neurons.masks import ALL_CULTURES, write_masks
+    from culture_neurons.selectors import is_culture_independent, select
+    from culture_neurons.store import open_store
+
+    store = open_store(args.store)
+    params = json.loads(args.params) if args.params else {}
+    method = params.pop("method", args.selector.split("-")[0])
+    agg = aggregate(store, only_correct=not args.all_items)
+    start = time.perf_counter()
+    selected = select(method, agg.fire_count, agg.pos_sum, agg.tokens, ratio=args.ratio, **params)
+    seconds = time.perf_counter() - start
+    cultures = list(agg.cultures)
+    if is_culture_independent(method):
+        selected, cultures = selected[:1], [ALL_CULTURES]
+    attrs = {
+        "selector": args.selector,
+        "method": method,
+        "params": params,
+        "ratio": args.ratio,
+        "store_fingerprint": store.group.attrs.get("dataset_fingerprint"),
+        "model": store.group.attrs.get("model"),
+        "correct_filter": agg.correct_filter,
+        "thin_cultures": agg.thin_cultures,
+    }
+    write_masks(args.out, selected, cultures, attrs)
+    counts = selected.sum(axis=(1, 2))
+    report = {
+        **attrs,
+        "seconds": round(seconds, 3),
+        "selected_per_culture": dict(zip(cultures, counts.tolist(), strict=True)),
+        "selected_per_layer": dict(zip(cultures, selected.sum(axis=2).tolist(), strict=True)),
+        "items_used": dict(zip(agg.cultures, agg.items_used.tolist(), strict=True)),
+        "items_total": dict(zip(agg.cultures, agg.items_total.tolist(), strict=True)),
+    }
+    Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    log.info(
+        "%s: %s neurons per culture in %.2f s (%d layers x %d neurons)",
+        args.selector,
+        sorted(set(np.asarray(counts).tolist())),
+        seconds,
+        selected.shape[1],
+        selected.shape[2],
+    )
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from culture_neurons.engine import answer_masked
+    from culture_neurons.masks import keep_masks, read_masks
+    from culture_neurons.models import load_adapter
+    from culture_neurons.record import split_rows
+    from culture_neurons.split import EVALUATION
+
+    selected, cultures, _ = read_masks(args.masks)
+    sources = cultures if args.sources == ["all"] else args.sources
+    keep = keep_masks(selected, sources, cultures)
+    items = split_rows(pd.read_parquet(args.items), EVALUATION)
+    adapter = load_adapter(model_spec_from_config(json.loads(args.model)))
+    if keep.shape[1:] != (adapter.n_layers, adapter.n_neurons):
+        raise InputError(
+            f"mask shape {tuple(keep.shape[1:])} does not fit the model's "
+            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
+        )
+    tables = answer_masked(
+        adapter,
+        items,
+        keep,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        desc=f"ablate {','.join(sources)}",
+    )
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source, table in zip(sources, tables, strict=True):
+        table.insert(0, "source", source)
+        table.to_parquet(out_dir / f"{source}.parquet", index=False)
+        log.info("%s: %d items answered with its neurons off", source, len(table))
+
+
+def cmd_matrices(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from culture_neurons.metrics import (
+        ablation_matrix,
+        read_ablations,
+        self_cross_summary,
+        write_matrix,
+        write_summary,
+    )
+
+    baseline = pd.read_parquet(args.baseline)
+    matrix = ablation_matrix(
+        baseline, read_ablations(args.ablations), n_boot=args.n_boot, seed=args.seed
+    )
+    matrix.insert(0, "selector", args.selector)
+    summary = self_cross_summary(matrix, n_boot=args.n_boot, seed=args.seed)
+    write_matrix(matrix, args.out)
+    write_summary(summary, args.summary_out)
+    log.info("%s: %d source x target cells", args.selector, len(matrix))
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from culture_neurons.figures import plot_ablation_heatmaps, plot_layer_distribution
+    from culture_neurons.masks import read_masks
+
+    matrix = pd.read_parquet(args.matrix)
+    selected, cultures, attrs = read_masks(args.masks)
+    title = f"{args.model}: {args.selector}"
+    paths = plot_ablation_heatmaps(matrix, title, args.heatmap_prefix)
+    paths += plot_layer_distribution(
+        selected, cultures, f"{title} (ratio {attrs.get('ratio')})", args.layers_prefix
+    )
+    log.info("wrote %s", ", ".join(map(str, paths)))
+
+
+def cmd_baseline_figure(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from culture_neurons.figures import plot_baseline_accuracy
+    from culture_neurons.metrics import baseline_accuracy
+
+    tables = []
+    for spec in args.baselines:
+        model, ident, evaluation = spec.split("=", 1)[0], *spec.split("=", 1)[1].split(",")
+        table = baseline_accuracy(pd.read_parquet(ident), pd.read_parquet(evaluation))
+        table.insert(0, "model", model)
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.table, index=False)
+    log.info("wrote %s", ", ".join(map(str, plot_baseline_accuracy(table, args.out_prefix))))
+
+
+def cmd_summary(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from culture_neurons.tables import table2, write_table2
+
+    summaries = {}
+    for spec in args.summaries:
+        key, path = spec.split("=", 1)
+        model, selector = key.split(":", 1)
+        summaries[(model, selector)] = pd.read_parquet(path)
+    paths = write_table2(table2(summaries), args.out_prefix)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+
+
 def model_spec_from_config(entry: dict) -> dict:
     """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
     spec = {
@@ -209,17 +364,92 @@ def _add_train_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_demo)
 
 
+def _add_select(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="score neurons with one selector -> masks")
+    p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
+    p.add_argument("--selector", required=True, help="selector instance name (e.g. lap, rnd-s0)")
+    p.add_argument("--params", default="", help="its parameters as JSON (may name a method)")
+    p.add_argument("--ratio", type=float, required=True, help="share of all neurons per culture")
+    p.add_argument("--all-items", action="store_true", help="no correctness filter")
+    p.add_argument("--out", required=True, help="results/{model}/masks/{selector}.zarr")
+    p.add_argument("--report", required=True, help="selection summary (JSON)")
+    p.set_defaults(func=cmd_select)
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="answer the evaluation split with neurons deactivated")
+    p.add_argument("--items", required=True)
+    p.add_argument("--model", required=True, help="the models: entry as JSON")
+    p.add_argument("--masks", required=True, help="results/{model}/masks/{selector}.zarr")
+    p.add_argument("--sources", nargs="+", default=["all"], help="source cultures (or all)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
+    p.set_defaults(func=cmd_ablate)
+
+
+def _add_matrices(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("matrices", help="source x target accuracy change and flip rate")
+    p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
+    p.add_argument("--ablations", nargs="+", required=True, help="ablations/{selector}/*.parquet")
+    p.add_argument("--selector", required=True)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", required=True, help="results/{model}/matrices/{selector}.parquet")
+    p.add_argument("--summary-out", required=True, help="self / cross / gap table (parquet)")
+    p.set_defaults(func=cmd_matrices)
+
+
+def _add_figures(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figures", help="heatmaps and layer distribution of one selector")
+    p.add_argument("--model", required=True)
+    p.add_argument("--selector", required=True)
+    p.add_argument("--matrix", required=True)
+    p.add_argument("--masks", required=True)
+    p.add_argument("--heatmap-prefix", required=True)
+    p.add_argument("--layers-prefix", required=True)
+    p.set_defaults(func=cmd_figures)
+
+
+def _add_baseline_figure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline-figure", help="unmasked accuracy per culture and split")
+    p.add_argument(
+        "--baselines", nargs="+", required=True, help="MODEL=IDENT.parquet,EVAL.parquet ..."
+    )
+    p.add_argument("--table", required=True, help="CSV of the plotted values")
+    p.add_argument("--out-prefix", required=True)
+    p.set_defaults(func=cmd_baseline_figure)
+
+
+def _add_summary(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("summary", help="the paper's Table 2 over models and selectors")
+    p.add_argument(
+        "--summaries", nargs="+", required=True, help="MODEL:SELECTOR=summary.parquet ..."
+    )
+    p.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, .md and .tex")
+    p.set_defaults(func=cmd_summary)
+
+
 PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_make_demo,
     _add_prepare_data,
     _add_train_demo,
     _add_record,
+    _add_select,
+    _add_ablate,
+    _add_matrices,
+    _add_figures,
+    _add_baseline_figure,
+    _add_summary,
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="culture-neurons", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in PARSER_BUILDERS:
         add(sub)
@@ -233,6 +463,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.threads > 0:
+        # Snakemake runs jobs side by side; torch's default of one thread per core each would
+        # oversubscribe the CPU, and OpenMP spinning then slows every job several-fold.
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except InputError as err:

@@ -147,3 +147,38 @@ def answer_table(
             "correct": np.asarray(correct, dtype=np.int8),
         }
     )
+
+
+def answer_masked(
+    adapter: ModelAdapter,
+    rows: pd.DataFrame,
+    keep: torch.Tensor,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    desc: str = "ablate",
+) -> list[pd.DataFrame]:
+    """Answer every row under each of the ``keep`` masks ([M, L, D]); one table per mask.
+
+    Batch rows are (item, mask) pairs, item-major, each carrying its own mask index, so one
+    batch serves several masks and an item's copies sit side by side.
+    """
+    n_masks = keep.shape[0]
+    pairs = [(item, mask) for item in range(len(rows)) for mask in range(n_masks)]
+    per_mask: list[list[pd.DataFrame]] = [[] for _ in range(n_masks)]
+    with tqdm(total=len(pairs), desc=desc, unit="item", mininterval=2.0) as progress:
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            items = [item for item, _ in chunk]
+            masks = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
+            sub = rows.iloc[items]
+            answers = answer_batch(
+                adapter, sub, max_new_tokens=max_new_tokens, keep=keep, row_mask_index=masks
+            )
+            table = answer_table(sub, answers.texts, answers.choices, answers.correct)
+            for mask in range(n_masks):
+                picked = (masks == mask).numpy()
+                if picked.any():
+                    per_mask[mask].append(table[picked])
+            progress.update(len(chunk))
+    return [pd.concat(parts, ignore_index=True) for parts in per_mask]

@@ -137,6 +137,96 @@ def get_max_new_tokens():
     return config.get("generation", {}).get("max_new_tokens", 20)
 
 
+CULTURE_INDEPENDENT_METHODS = {"rnd"}
+
+
+def selector_instances():
+    """Selector instance name -> parameters (with 'method'); rnd expands to one per seed."""
+    instances = {}
+    for name, entry in config["selectors"].items():
+        params = dict(entry or {})
+        method = params.pop("method", name)
+        if "seeds" in params:
+            for seed in params.pop("seeds"):
+                instances[f"{name}-s{seed}"] = {
+                    "method": method,
+                    **params,
+                    "seed": seed,
+                }
+        else:
+            instances[name] = {"method": method, **params}
+    return instances
+
+
+def get_selector_json(wildcards):
+    return shlex.quote(
+        json.dumps(selector_instances()[wildcards.selector], sort_keys=True)
+    )
+
+
+def cultures():
+    """Culture codes of the dataset: from items.parquet once it exists, else the grouping file."""
+    items = Path(f"{data_dir()}/items.parquet")
+    if items.exists():
+        import pandas as pd
+
+        return sorted(pd.read_parquet(items, columns=["culture"])["culture"].unique())
+    import pandas as pd
+
+    grouping = pd.read_csv(
+        config["dataset"]["grouping"], sep="\t", comment="#", dtype=str
+    )
+    return sorted(grouping["culture"].str.strip().unique())
+
+
+def sources_of(selector):
+    method = selector_instances()[selector]["method"]
+    return ["ALL"] if method in CULTURE_INDEPENDENT_METHODS else cultures()
+
+
+def ablation_outputs(model):
+    return [
+        f"results/{model}/ablations/{selector}/{source}.parquet"
+        for selector in selector_instances()
+        for source in sources_of(selector)
+    ]
+
+
+def get_ablations(wildcards):
+    return [
+        f"results/{wildcards.model}/ablations/{wildcards.selector}/{source}.parquet"
+        for source in sources_of(wildcards.selector)
+    ]
+
+
+def get_bootstrap(key):
+    defaults = {"n": 1000, "seed": 0}
+    return config.get("bootstrap", {}).get(key, defaults[key])
+
+
+def get_baseline_specs(wildcards):
+    return " ".join(
+        f"{m}=results/{m}/baseline/identification.parquet,results/{m}/baseline/evaluation.parquet"
+        for m in model_names()
+    )
+
+
+def summary_paths():
+    return {
+        (model, selector): f"results/{model}/matrices/{selector}.summary.parquet"
+        for model in model_names()
+        for selector in selector_instances()
+    }
+
+
+def get_all_summaries(wildcards):
+    return list(summary_paths().values())
+
+
+def get_summary_specs(wildcards):
+    return " ".join(f"{m}:{s}={path}" for (m, s), path in summary_paths().items())
+
+
 def get_final_targets():
     targets = [f"{data_dir()}/items.parquet", f"{data_dir()}/report.md"]
     for name in demo_model_names():
@@ -146,4 +236,12 @@ def get_final_targets():
             f"results/{name}/activations.zarr",
             f"results/{name}/baseline/evaluation.parquet",
         ]
+        for selector in selector_instances():
+            for figure in ("ablation", "layers"):
+                targets += [
+                    f"results/figures/{name}/{selector}_{figure}{ext}"
+                    for ext in (".png", ".pdf")
+                ]
+    targets += [f"results/figures/baseline_accuracy{ext}" for ext in (".png", ".pdf")]
+    targets += [f"results/summary/table2{ext}" for ext in (".csv", ".md", ".tex")]
     return targets

@@ -15,6 +15,6 @@ rule train_demo_model:
     params:
         settings=get_demo_training_json,
     shell:
-        "culture-neurons train-demo --items {input.item_table}"
+        "culture-neurons --threads {threads} train-demo --items {input.item_table}"
         " --train-items {input.train_table} --settings {params.settings}"
         " --out {output.model} --report {output.report} > {log} 2>&1"

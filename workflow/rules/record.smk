@@ -11,6 +11,7 @@ rule baseline_and_record:
         "logs/baseline_and_record/{model}.log",
     conda:
         "../../envs/culture-neurons.yaml"
+    threads: 2
     resources:
         gpu=get_gpus,
     params:
@@ -19,7 +20,7 @@ rule baseline_and_record:
         max_new_tokens=get_max_new_tokens(),
         baseline_dir=lambda wildcards, output: Path(output.evaluation).parent,
     shell:
-        "culture-neurons record --items {input.item_table} --data-report {input.data_report}"
+        "culture-neurons --threads {threads} record --items {input.item_table} --data-report {input.data_report}"
         " --model-name {wildcards.model} --model {params.model}"
         " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
         " --store {output.store} --baseline-dir {params.baseline_dir} > {log} 2>&1"

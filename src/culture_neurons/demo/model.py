@@ -56,7 +56,6 @@ DEFAULT_TRAINING = {
     "hidden_size": 128,
     "layers": 4,
     "intermediate_size": 512,
-    "threads": 2,
 }
 
 
@@ -202,7 +201,6 @@ def train_demo_model(
 ) -> dict[str, Any]:
     """Build, train and save the demo VLM; returns the training summary."""
     settings = {**DEFAULT_TRAINING, **(settings or {})}
-    torch.set_num_threads(int(settings["threads"]))
     tokenizer = build_demo_tokenizer(_all_texts([train, vocabulary_items]))
     model = build_demo_model(tokenizer, settings)
     image_processor = Qwen2VLImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2)

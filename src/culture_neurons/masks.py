@@ -1,0 +1,52 @@
+"""Mask stores: ``selected[culture, layer, neuron]`` (bool) per selector, Zarr v3.
+
+A culture-independent selector (``rnd``) stores one row under the source name ``ALL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from culture_neurons.errors import InputError
+
+ALL_CULTURES = "ALL"
+
+
+def write_masks(
+    path: str | Path, selected: np.ndarray, cultures: list[str], attrs: dict[str, Any]
+) -> None:
+    if selected.dtype != bool or selected.ndim != 3 or selected.shape[0] != len(cultures):
+        raise ValueError(f"selected must be bool [cultures={len(cultures)}, L, D]")
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    array = group.create_array(
+        "selected",
+        shape=selected.shape,
+        chunks=(1, *selected.shape[1:]),
+        dtype=bool,
+        dimension_names=["culture", "layer", "neuron"],
+    )
+    array[:] = selected
+    names = group.create_array(
+        "cultures", shape=(len(cultures),), dtype=str, dimension_names=["culture"]
+    )
+    names[:] = np.asarray(cultures, dtype=str)
+    group.attrs.update(attrs)
+
+
+def read_masks(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    group = zarr.open_group(str(path), mode="r")
+    return group["selected"][:], [str(c) for c in group["cultures"][:]], dict(group.attrs)
+
+
+def keep_masks(selected: np.ndarray, sources: list[str], cultures: list[str]) -> torch.Tensor:
+    """[M, L, D] float keep masks (1 keep, 0 deactivate) for the named source cultures."""
+    missing = [s for s in sources if s not in cultures]
+    if missing:
+        raise InputError(f"no mask for source culture(s) {missing}; the mask has {cultures}")
+    rows = [cultures.index(s) for s in sources]
+    return torch.from_numpy(~selected[rows]).float()
