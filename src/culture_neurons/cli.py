@@ -153,10 +153,31 @@ def cmd_select(args: argparse.Namespace) -> None:
     params = json.loads(args.params) if args.params else {}
     method = params.pop("method", args.selector.split("-")[0])
     agg = aggregate(store, only_correct=not args.all_items)
-    start = time.perf_counter()
-    selected = select(method, agg.fire_count, agg.pos_sum, agg.tokens, ratio=args.ratio, **params)
-    seconds = time.perf_counter() - start
     cultures = list(agg.cultures)
+    # A culture without correctly answered items has no statistics: it gets an empty mask (its
+    # ablation equals the baseline) and is named in the log and the report, never a crash.
+    scorable = agg.tokens > 0
+    unscorable = [c for c, ok in zip(cultures, scorable, strict=True) if not ok]
+    if unscorable:
+        log.warning("no correctly answered items for %s: empty masks", ", ".join(unscorable))
+    if scorable.sum() < 2 and not is_culture_independent(method):
+        raise InputError(
+            f"only {int(scorable.sum())} culture(s) have correctly answered items; "
+            "a culture-specific selector needs at least two to compare"
+        )
+    start = time.perf_counter()
+    selected = np.zeros(agg.fire_count.shape, dtype=bool)
+    if is_culture_independent(method):
+        selected[:] = select(
+            method, agg.fire_count, agg.pos_sum, np.maximum(agg.tokens, 1), ratio=args.ratio,
+            **params,
+        )  # fmt: skip
+    else:
+        selected[scorable] = select(
+            method, agg.fire_count[scorable], agg.pos_sum[scorable], agg.tokens[scorable],
+            ratio=args.ratio, **params,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
     if is_culture_independent(method):
         selected, cultures = selected[:1], [ALL_CULTURES]
     attrs = {
@@ -168,6 +189,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         "model": store.group.attrs.get("model"),
         "correct_filter": agg.correct_filter,
         "thin_cultures": agg.thin_cultures,
+        "unscorable_cultures": unscorable,
     }
     write_masks(args.out, selected, cultures, attrs)
     counts = selected.sum(axis=(1, 2))

@@ -11,9 +11,10 @@ rule select:
     params:
         selector=get_selector_json,
         ratio=config["ratio"],
+        filter="" if config.get("only_correct", True) else "--all-items",
     shell:
         "culture-neurons select --store {input.store} --selector {wildcards.selector}"
-        " --params {params.selector} --ratio {params.ratio}"
+        " --params {params.selector} --ratio {params.ratio} {params.filter}"
         " --out {output.masks} --report {output.report} > {log} 2>&1"
 
 
