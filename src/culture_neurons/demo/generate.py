@@ -114,7 +114,7 @@ MIN_FOREGROUND_CONTRAST = 96
 # Object colours differ by at least this much (max channel difference), well above the jitter.
 MIN_OBJECT_COLOUR_DISTANCE = 40
 
-_NAME_RE = re.compile(r"^[a-z]{3,16}$")
+_NAME_RE = re.compile(r"^[a-z]{2,8}( [a-z]{2,8}){0,2}$")  # one to three syllables
 _SUFFIX_RE = re.compile(r"^[a-z]{1,6}$")
 _CODE_RE = re.compile(r"^[A-Z]{3}$")
 # Quotes or separators would break the Subset tuple string and the IDs.
