@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 from culture_neurons.errors import InputError
 
 HUB_PREFIX = "hf://"
-TEXT_COLUMNS = (
+#: The CVQA parquet schema's columns, in the dataset's order (the demo generator writes them all).
+CVQA_COLUMNS = (
+    "image",
     "ID",
     "Subset",
     "Question",
@@ -28,7 +30,11 @@ TEXT_COLUMNS = (
     "Label",
     "Category",
     "Image Type",
+    "Image Source",
+    "License",
 )
+#: What prepare_data reads besides the image.
+TEXT_COLUMNS = CVQA_COLUMNS[1:10]
 REQUIRED_COLUMNS = ("image", "ID", "Subset", "Label")
 
 

@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw
 
+from culture_neurons.cvqa import CVQA_COLUMNS
+
 __all__ = [
     "COLUMNS",
     "MOTIFS",
@@ -57,20 +59,7 @@ LICENSE = "CC0-1.0"
 DEFAULT_CATEGORY = "Objects / materials / clothing"
 PORTIONS = ("test", "train")
 
-COLUMNS = (
-    "image",
-    "ID",
-    "Subset",
-    "Question",
-    "Translated Question",
-    "Options",
-    "Translated Options",
-    "Label",
-    "Category",
-    "Image Type",
-    "Image Source",
-    "License",
-)
+COLUMNS = CVQA_COLUMNS
 
 # Written by hand rather than taken from the installed `datasets`, so the file bytes do not
 # depend on its version; "Sequence" (not datasets>=4's "List") is readable by datasets 3, 4 and 5.
