@@ -17,7 +17,7 @@ from culture_neurons import __version__
 from culture_neurons.engine import answer_all, answer_batch, answer_table, batches
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.split import EVALUATION, IDENTIFICATION
-from culture_neurons.store import ActivationStore, create_or_resume
+from culture_neurons.store import ActivationStore, create_or_resume, open_store
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ def record_identification(
     final = Path(store_path)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    from culture_neurons.store import open_store
-
     return open_store(final), timings
 
 
