@@ -84,21 +84,19 @@ def test_whole_dag_produces_every_artifact(finished_run):
     assert planned(work, "config.yaml") == {}
 
 
-def test_changed_selector_parameter_plans_only_its_branch(finished_run):
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda selectors: selectors["lap"].update(alpha=90), id="changed-parameter"),
+        pytest.param(lambda selectors: selectors.update(mad={"alpha": 95}), id="added-selector"),
+    ],
+)
+def test_selector_edit_plans_only_its_branch(finished_run, edit):
     work = finished_run
     config = yaml.safe_load((work / "config.yaml").read_text())
-    config["selectors"]["lap"]["alpha"] = 90
-    (work / "changed.yaml").write_text(yaml.safe_dump(config))
-    counts = planned(work, "changed.yaml")
-    assert counts == {"select": 1, "ablate": 8, "matrices": 1, "figures": 1, "summary": 1, "all": 1}
-
-
-def test_added_selector_plans_only_its_branch(finished_run):
-    work = finished_run
-    config = yaml.safe_load((work / "config.yaml").read_text())
-    config["selectors"]["mad"] = {"alpha": 95}
-    (work / "added.yaml").write_text(yaml.safe_dump(config))
-    counts = planned(work, "added.yaml")
+    edit(config["selectors"])
+    (work / "edited.yaml").write_text(yaml.safe_dump(config))
+    counts = planned(work, "edited.yaml")
     assert counts == {"select": 1, "ablate": 8, "matrices": 1, "figures": 1, "summary": 1, "all": 1}
 
 
