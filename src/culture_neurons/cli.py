@@ -116,6 +116,7 @@ def cmd_train_demo(args: argparse.Namespace) -> None:
     from culture_neurons.demo.model import train_demo_model
     from culture_neurons.engine import answer_all
     from culture_neurons.models import load_adapter
+    from culture_neurons.record import split_rows
     from culture_neurons.split import EVALUATION
 
     items = pd.read_parquet(args.items)
@@ -127,7 +128,7 @@ def cmd_train_demo(args: argparse.Namespace) -> None:
     log.info("trained in %.1f s (final loss %.3f)", summary["train_s"], summary["final_loss"])
     # Evaluated through the same loading path as any hub model.
     adapter = load_adapter({"family": "qwen2_5_vl", "path": args.out, "dtype": "float32"})
-    evaluation = items[items["split"] == EVALUATION].reset_index(drop=True)
+    evaluation = split_rows(items, EVALUATION)
     answers = answer_all(adapter, evaluation, batch_size=32, max_new_tokens=8, desc="evaluate")
     summary["evaluation_items"] = len(answers)
     summary["evaluation_accuracy"] = round(float(answers["correct"].mean()), 4)

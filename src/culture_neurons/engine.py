@@ -8,7 +8,6 @@ masks can share one batch.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from culture_neurons.answers import extract_choice, is_correct
 from culture_neurons.images import load_image
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
-
-log = logging.getLogger(__name__)
 
 NO_CHOICE = -1
 UNKNOWN = -1  # correctness when labels are hidden

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def _read_labels_file(path: str) -> dict[str, int]:
     return dict(zip(table[id_col].astype(str), table[label_col].astype(int), strict=True))
 
 
-def _rows(config: DatasetConfig, files: str) -> tuple[list[RawRow] | Any, int, str]:
+def _rows(config: DatasetConfig, files: str) -> tuple[Iterator[RawRow], int, str]:
     """An iterator over the source rows, its length (for progress) and a source description."""
     if config.source == "local":
         if not config.local_dir:

@@ -2,7 +2,11 @@ import json
 import shlex
 from pathlib import Path
 
+import pandas as pd
 from snakemake.utils import update_config
+
+from culture_neurons.masks import ALL_CULTURES
+from culture_neurons.selectors import is_culture_independent
 
 
 def use_cli_configfiles_only():
@@ -137,9 +141,6 @@ def get_max_new_tokens():
     return config.get("generation", {}).get("max_new_tokens", 20)
 
 
-CULTURE_INDEPENDENT_METHODS = {"rnd"}
-
-
 def selector_instances():
     """Selector instance name -> parameters (with 'method'); rnd expands to one per seed."""
     instances = {}
@@ -168,11 +169,7 @@ def cultures():
     """Culture codes of the dataset: from items.parquet once it exists, else the grouping file."""
     items = Path(f"{data_dir()}/items.parquet")
     if items.exists():
-        import pandas as pd
-
         return sorted(pd.read_parquet(items, columns=["culture"])["culture"].unique())
-    import pandas as pd
-
     grouping = pd.read_csv(
         config["dataset"]["grouping"], sep="\t", comment="#", dtype=str
     )
@@ -181,7 +178,7 @@ def cultures():
 
 def sources_of(selector):
     method = selector_instances()[selector]["method"]
-    return ["ALL"] if method in CULTURE_INDEPENDENT_METHODS else cultures()
+    return [ALL_CULTURES] if is_culture_independent(method) else cultures()
 
 
 def ablation_outputs(model):
