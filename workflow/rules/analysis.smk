@@ -1,7 +1,7 @@
 rule matrices:
     input:
         baseline="results/{model}/baseline/evaluation.parquet",
-        ablations=get_ablations,
+        ablations="results/{model}/ablations/{selector}",
     output:
         matrix="results/{model}/matrices/{selector}.parquet",
         summary="results/{model}/matrices/{selector}.summary.parquet",
@@ -12,8 +12,9 @@ rule matrices:
     params:
         n_boot=get_bootstrap("n"),
         seed=get_bootstrap("seed"),
+        tables=get_ablation_tables,
     shell:
-        "culture-neurons matrices --baseline {input.baseline} --ablations {input.ablations}"
+        "culture-neurons matrices --baseline {input.baseline} --ablations {params.tables}"
         " --selector {wildcards.selector} --n-boot {params.n_boot} --seed {params.seed}"
         " --out {output.matrix} --summary-out {output.summary} > {log} 2>&1"
 

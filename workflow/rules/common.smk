@@ -181,19 +181,16 @@ def sources_of(selector):
     return [ALL_CULTURES] if is_culture_independent(method) else cultures()
 
 
-def ablation_outputs(model):
-    return [
-        f"results/{model}/ablations/{selector}/{source}.parquet"
-        for selector in selector_instances()
-        for source in sources_of(selector)
-    ]
+def get_sources(wildcards):
+    return " ".join(sources_of(wildcards.selector))
 
 
-def get_ablations(wildcards):
-    return [
-        f"results/{wildcards.model}/ablations/{wildcards.selector}/{source}.parquet"
+def get_ablation_tables(wildcards, input):
+    """The ablate job of a model x selector writes one table per source culture."""
+    return " ".join(
+        f"{input.ablations}/{source}.parquet"
         for source in sources_of(wildcards.selector)
-    ]
+    )
 
 
 def get_bootstrap(key):

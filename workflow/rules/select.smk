@@ -24,20 +24,20 @@ rule ablate:
         masks="results/{model}/masks/{selector}.zarr",
         model=get_model_input,
     output:
-        "results/{model}/ablations/{selector}/{source}.parquet",
+        directory("results/{model}/ablations/{selector}"),
     log:
-        "logs/ablate/{model}/{selector}/{source}.log",
+        "logs/ablate/{model}/{selector}.log",
     conda:
         "../../envs/culture-neurons.yaml"
     resources:
         gpu=get_gpus,
     params:
         model=get_model_json,
+        sources=get_sources,
         batch_size=get_batch_size,
         max_new_tokens=get_max_new_tokens(),
-        out_dir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
-        " --masks {input.masks} --sources {wildcards.source}"
+        " --masks {input.masks} --sources {params.sources}"
         " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {output} > {log} 2>&1"
