@@ -304,6 +304,21 @@ def cmd_baseline_figure(args: argparse.Namespace) -> None:
     log.info("wrote %s", ", ".join(map(str, plot_baseline_accuracy(table, args.out_prefix))))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from culture_neurons.bench import run_bench
+
+    result = run_bench(args.device, Path(args.out), store=Path(args.store) if args.store else None)
+    log.info(
+        "engine %.2f items/s, naive %.2f (%.1fx), record overhead %.3f, agreement %.4f",
+        result["masked_items_per_s"],
+        result["naive_items_per_s"],
+        result["speedup_vs_naive"],
+        result["record_overhead"],
+        result["answer_agreement"],
+    )
+    print((Path(args.out) / "bench.md").read_text())
+
+
 def cmd_summary(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -444,6 +459,18 @@ def _add_baseline_figure(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_baseline_figure)
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure the engine, recording, selectors and store")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    p.add_argument(
+        "--store",
+        default="results/demo-qwen25vl-tiny/activations.zarr",
+        help="activation store whose size to report (the demo's by default)",
+    )
+    p.set_defaults(func=cmd_bench)
+
+
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="the paper's Table 2 over models and selectors")
     p.add_argument(
@@ -464,6 +491,7 @@ PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_figures,
     _add_baseline_figure,
     _add_summary,
+    _add_bench,
 ]
 
 

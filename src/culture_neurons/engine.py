@@ -1,13 +1,14 @@
 """Batched greedy answering: the unmasked baseline (with activation recording) and masked runs.
 
-Each batch is one prompt per row, left-padded; the row's answer is scored with the paper's
-Algorithm 1. Recording reduces the prefill's act_fn outputs on the device (see
-`culture_neurons.models.hooks`); masking multiplies them by the row's own keep mask, so several
-masks can share one batch.
+Each batch is one prompt per row, left-padded, decoded by the fast path of
+`culture_neurons.decoding`; the row's answer is scored with the paper's Algorithm 1. Recording
+reduces the prefill's act_fn outputs on the device (see `culture_neurons.models.hooks`); masking
+multiplies them by the row's own keep mask, so many masks share one batch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,9 +20,19 @@ import torch
 from tqdm import tqdm
 
 from culture_neurons.answers import extract_choice, is_correct
+from culture_neurons.decoding import (
+    GreedySettings,
+    OutOfMemoryError,
+    Prompt,
+    capture_prompts,
+    greedy_decode,
+)
 from culture_neurons.images import load_image
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
+from culture_neurons.models.hooks import KeepMasks
+
+log = logging.getLogger(__name__)
 
 NO_CHOICE = -1
 UNKNOWN = -1  # correctness when labels are hidden
@@ -40,12 +51,14 @@ class BatchAnswers:
 
 
 def prompt_items(rows: pd.DataFrame) -> list[dict[str, Any]]:
-    """Model inputs of items.parquet rows: question, options and the decoded image."""
+    """Model inputs of items.parquet rows: question, options and the decoded image (or the
+    in-memory ``image`` column that the benchmark's rows carry)."""
+    in_memory = "image" in rows.columns
     return [
         {
             "question": row.question,
             "options": list(row.options),
-            "image": load_image(row.image_source, row.image_row),
+            "image": row.image if in_memory else load_image(row.image_source, row.image_row),
         }
         for row in rows.itertuples(index=False)
     ]
@@ -71,11 +84,22 @@ def answer_batch(
     keep: torch.Tensor | None = None,
     row_mask_index: torch.Tensor | None = None,
 ) -> BatchAnswers:
-    """Greedy answers for ``rows`` in one batch; records statistics and/or applies keep masks."""
+    """Greedy answers for ``rows`` in one batch (fast path); records statistics and/or masks.
+
+    The rows keep the processor's padding, so the recording's valid-token mask fits the prefill.
+    """
     batch = adapter.build_batch(prompt_items(rows))
-    with _interventions(adapter, batch, record, keep, row_mask_index) as recorder:
-        new_tokens = adapter.generate(batch, max_new_tokens=max_new_tokens)
-    texts = [t.strip() for t in adapter.decode(new_tokens)]
+    prompts = capture_prompts(adapter, batch)
+    settings = GreedySettings.from_model(adapter.model)
+    with _interventions(adapter, batch, record, keep, row_mask_index) as (recorder, masks):
+        tokens = greedy_decode(
+            adapter,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            settings=settings,
+            select_rows=None if masks is None else masks.select_rows,
+        )
+    texts = decode_texts(adapter, tokens)
     choices, correct = score(texts, rows)
     answers = BatchAnswers(texts, choices, correct)
     if recorder is not None:
@@ -85,6 +109,30 @@ def answer_batch(
     return answers
 
 
+def reference_answers(
+    adapter: ModelAdapter,
+    rows: pd.DataFrame,
+    *,
+    max_new_tokens: int,
+    keep: torch.Tensor | None = None,
+) -> list[str]:
+    """The plain loop the fast path must match: `generate()` one item at a time, one mask."""
+    texts = []
+    for item in prompt_items(rows):
+        batch = adapter.build_batch([item])
+        modules = adapter.act_fn_modules()
+        with ExitStack() as stack:
+            if keep is not None:
+                stack.enter_context(apply_keep_masks(modules, keep))
+            new_tokens = adapter.generate(batch, max_new_tokens=max_new_tokens)
+        texts.append(adapter.decode(new_tokens)[0].strip())
+    return texts
+
+
+def decode_texts(adapter: ModelAdapter, tokens: Sequence[Sequence[int]]) -> list[str]:
+    return [t.strip() for t in adapter.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+
 @contextmanager
 def _interventions(
     adapter: ModelAdapter,
@@ -92,18 +140,19 @@ def _interventions(
     record: bool,
     keep: torch.Tensor | None,
     row_mask_index: torch.Tensor | None,
-) -> Iterator[Any]:
-    """Masking and/or recording hooks for one batch; yields the recorder (or None)."""
+) -> Iterator[tuple[Any, KeepMasks | None]]:
+    """Masking and/or recording hooks for one batch; yields (recorder or None, masks or None)."""
     modules = adapter.act_fn_modules()
     with ExitStack() as stack:
+        masks = None
         if keep is not None:
-            stack.enter_context(apply_keep_masks(modules, keep, row_mask_index))
+            masks = stack.enter_context(apply_keep_masks(modules, keep, row_mask_index))
         recorder = None
         if record:
             # Registered after the masks, so recording sees the activations the model uses.
             mask = adapter.valid_token_mask(batch)
             recorder = stack.enter_context(record_activation_stats(modules, mask))
-        yield recorder
+        yield recorder, masks
 
 
 def batches(rows: pd.DataFrame, batch_size: int) -> Iterator[pd.DataFrame]:
@@ -119,14 +168,13 @@ def answer_all(
     max_new_tokens: int,
     desc: str,
 ) -> pd.DataFrame:
-    """Unmasked greedy answers for every row (no recording): the evaluation baseline."""
-    parts = []
-    with tqdm(total=len(rows), desc=desc, unit="item", mininterval=2.0) as progress:
-        for chunk in batches(rows, batch_size):
-            answers = answer_batch(adapter, chunk, max_new_tokens=max_new_tokens)
-            parts.append(answer_table(chunk, answers.texts, answers.choices, answers.correct))
-            progress.update(len(chunk))
-    return pd.concat(parts, ignore_index=True)
+    """Unmasked greedy answers for every row (no recording): the evaluation baseline.
+
+    The same fast path as the masked runs, so that a flip is never a difference of code paths.
+    """
+    return answer_masked(
+        adapter, rows, None, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=desc
+    )[0]
 
 
 def answer_table(
@@ -149,33 +197,100 @@ def answer_table(
 def answer_masked(
     adapter: ModelAdapter,
     rows: pd.DataFrame,
-    keep: torch.Tensor,
+    keep: torch.Tensor | None,
     *,
     batch_size: int,
     max_new_tokens: int,
     desc: str = "ablate",
+    window_rows: int | None = None,
 ) -> list[pd.DataFrame]:
-    """Answer every row under each of the ``keep`` masks ([M, L, D]); one table per mask.
+    """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
+    per mask, rows in the order given.
 
-    Batch rows are (item, mask) pairs, item-major, each carrying its own mask index, so one
-    batch serves several masks and an item's copies sit side by side.
+    Batch rows are (item, mask) pairs, each carrying its own mask index, so one batch serves many
+    masks. An item's processor and vision encoder run once (`capture_prompts`) for all its masks.
+    Within a window of ``window_rows`` pairs the items are sorted by prompt length, so a batch
+    pads little; a row stops at its end-of-sequence token. An out-of-memory error halves the
+    batch instead of ending the run.
     """
-    n_masks = keep.shape[0]
-    pairs = [(item, mask) for item in range(len(rows)) for mask in range(n_masks)]
-    per_mask: list[list[pd.DataFrame]] = [[] for _ in range(n_masks)]
-    with tqdm(total=len(pairs), desc=desc, unit="item", mininterval=2.0) as progress:
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            items = [item for item, _ in chunk]
-            masks = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
-            sub = rows.iloc[items]
-            answers = answer_batch(
-                adapter, sub, max_new_tokens=max_new_tokens, keep=keep, row_mask_index=masks
-            )
-            table = answer_table(sub, answers.texts, answers.choices, answers.correct)
-            for mask in range(n_masks):
-                picked = (masks == mask).numpy()
-                if picked.any():
-                    per_mask[mask].append(table[picked])
+    n_masks = 1 if keep is None else keep.shape[0]
+    settings = GreedySettings.from_model(adapter.model)
+    window_rows = window_rows or 8 * batch_size
+    items_per_window = max(1, min(window_rows // n_masks, 2 * batch_size))
+    texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, batch_size)
+    all_items = prompt_items(rows)
+    with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
+        for first in range(0, len(rows), items_per_window):
+            window = range(first, min(first + items_per_window, len(rows)))
+            prompts: dict[int, Prompt] = {}
+            for start in range(window.start, window.stop, batch_size):
+                ids = list(range(start, min(start + batch_size, window.stop)))
+                batch = adapter.build_batch([all_items[i] for i in ids])
+                prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
+            by_length = sorted(window, key=lambda i: prompts[i].length)
+            pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
+            for (item, mask), text in zip(pairs, runner.run(pairs, prompts, progress), strict=True):
+                texts[mask][item] = text
+    tables = []
+    for mask_texts in texts:
+        choices, correct = score(mask_texts, rows)
+        tables.append(answer_table(rows, mask_texts, choices, correct))
+    return tables
+
+
+class _BatchRunner:
+    """Runs (item, mask) pairs in batches, halving the batch after an out-of-memory error."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        keep: torch.Tensor | None,
+        settings: GreedySettings,
+        max_new_tokens: int,
+        batch_size: int,
+    ) -> None:
+        self.adapter = adapter
+        self.keep = keep
+        self.settings = settings
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def run(
+        self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
+    ) -> list[str]:
+        texts: list[str] = []
+        start = 0
+        while start < len(pairs):
+            chunk = pairs[start : start + self.batch_size]
+            try:
+                texts += self._answer(chunk, prompts)
+            except OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory: batch size now %d", self.batch_size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            start += len(chunk)
             progress.update(len(chunk))
-    return [pd.concat(parts, ignore_index=True) for parts in per_mask]
+        return texts
+
+    def _answer(self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]) -> list[str]:
+        row_prompts = [prompts[item] for item, _ in chunk]
+        with ExitStack() as stack:
+            masks = None
+            if self.keep is not None:
+                index = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
+                masks = stack.enter_context(
+                    apply_keep_masks(self.adapter.act_fn_modules(), self.keep, index)
+                )
+            tokens = greedy_decode(
+                self.adapter,
+                row_prompts,
+                max_new_tokens=self.max_new_tokens,
+                settings=self.settings,
+                select_rows=None if masks is None else masks.select_rows,
+            )
+        return decode_texts(self.adapter, tokens)

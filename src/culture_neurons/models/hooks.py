@@ -7,6 +7,7 @@ exit, exceptions included; nothing is stored on the modules or in globals.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 
@@ -43,6 +46,39 @@ class ActivationStats:
     fire_count: torch.Tensor  # [B, L, D] int32
     pos_sum: torch.Tensor  # [B, L, D] float32
     tokens: torch.Tensor  # [B] int32
+
+
+def reduce_positive(output: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row and neuron: valid tokens where ``output`` > 0, and the sum of those outputs.
+
+    output [B, T, D]; valid [B, T, 1] bool. Returns int32 and float32 [B, D].
+    """
+    firing = (output > 0) & valid
+    # where(), not a product: a padded position may hold NaN, and NaN * 0 is NaN.
+    positive = torch.where(firing, output, output.new_zeros(()))
+    return firing.sum(dim=1, dtype=torch.int32), positive.sum(dim=1, dtype=torch.float32)
+
+
+_compiled_reduce: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def fused_reduce(output: torch.Tensor) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """`reduce_positive`, compiled into one pass over the activations on CUDA.
+
+    Eager, the reduction reads the [B, T, D] activations four times; Inductor fuses the compare,
+    the select and both sums into one kernel. On the CPU, or where compilation is unavailable,
+    the eager function runs (same result; the tests compare both with a brute-force reference).
+    """
+    global _compiled_reduce
+    if output.device.type != "cuda":
+        return reduce_positive
+    if _compiled_reduce is None:
+        try:
+            _compiled_reduce = torch.compile(reduce_positive, dynamic=True)
+        except Exception as error:  # no Triton, unsupported platform: stay correct, only slower
+            log.warning("recording runs eager (torch.compile unavailable: %s)", error)
+            _compiled_reduce = reduce_positive
+    return _compiled_reduce
 
 
 class ActivationRecorder:
@@ -99,11 +135,9 @@ class ActivationRecorder:
                 device = self.valid_mask.device
                 self._fire = torch.zeros(shape, dtype=torch.int32, device=device)
                 self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
-            firing = (output > 0) & self._mask_on(output.device)
-            self._fire[:, layer] = firing.sum(dim=1, dtype=torch.int32)
-            # where(), not a product: a padded position may hold NaN, and NaN * 0 is NaN.
-            positive = torch.where(firing, output, output.new_zeros(()))
-            self._sum[:, layer] = positive.sum(dim=1, dtype=torch.float32)
+            count, total = fused_reduce(output)(output, self._mask_on(output.device))
+            self._fire[:, layer] = count
+            self._sum[:, layer] = total
             self._recorded[layer] = True
             return None
 
@@ -201,6 +235,15 @@ class KeepMasks:
                 factor = per_mask[self.row_mask_index.to(output.device)].unsqueeze(1)  # [B, 1, D]
             self._factors[layer] = factor
         return factor
+
+    def select_rows(self, indices: torch.Tensor) -> None:
+        """Keep only these batch rows (finished rows leave the batch during decoding)."""
+        if self.row_mask_index is None:
+            return  # one mask for every row: nothing is per row
+        self.row_mask_index = self.row_mask_index[indices.to(self.row_mask_index.device)]
+        self._factors = {
+            layer: factor[indices.to(factor.device)] for layer, factor in self._factors.items()
+        }
 
     def _make_hook(self, layer: int) -> ForwardHook:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:

@@ -137,18 +137,37 @@ def _tokenizer(
     return fast
 
 
-def _text_config(config_cls: type, tokenizer: PreTrainedTokenizerFast, **extra: object) -> object:
+def _text_config(
+    config_cls: type,
+    tokenizer: PreTrainedTokenizerFast,
+    sizes: dict[str, Any] | None = None,
+    **extra: object,
+) -> object:
     return config_cls(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **TEXT_SIZES,
+        **(sizes or TEXT_SIZES),
         **extra,
     )
 
 
-def _build_qwen2_5_vl(out: Path) -> None:
+QWEN_VISION_SIZES = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+}
+
+
+def _build_qwen2_5_vl(
+    out: Path,
+    *,
+    text_sizes: dict[str, Any] | None = None,
+    vision_sizes: dict[str, Any] | None = None,
+    longest_edge: int = 112,
+) -> None:
     tok = _tokenizer(
         [
             "<|im_start|>",
@@ -164,10 +183,12 @@ def _build_qwen2_5_vl(out: Path) -> None:
         pad="<|endoftext|>",
     )
     ids = tok.convert_tokens_to_ids
-    head_dim = TEXT_SIZES["hidden_size"] // TEXT_SIZES["num_attention_heads"]
+    text_sizes = {**TEXT_SIZES, **(text_sizes or {})}
+    head_dim = text_sizes["hidden_size"] // text_sizes["num_attention_heads"]
     text = _text_config(
         dict,  # Qwen2_5_VLConfig builds its own text config from a dict
         tok,
+        text_sizes,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10000.0,
@@ -177,11 +198,9 @@ def _build_qwen2_5_vl(out: Path) -> None:
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": TEXT_SIZES["hidden_size"],
+            **QWEN_VISION_SIZES,
+            **(vision_sizes or {}),
+            "out_hidden_size": text_sizes["hidden_size"],
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
@@ -200,7 +219,7 @@ def _build_qwen2_5_vl(out: Path) -> None:
     # is written file by file, as the hub repo holds it; AutoProcessor assembles it where it can.
     # `size`, not min_pixels/max_pixels: transformers 5.17 writes those into the class-wide default.
     Qwen2VLImageProcessor(
-        size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+        size={"shortest_edge": 56 * 56, "longest_edge": longest_edge * longest_edge}
     ).save_pretrained(out)
     (out / "processor_config.json").write_text(
         json.dumps({"processor_class": "Qwen2_5_VLProcessor"}, indent=2)
@@ -288,8 +307,14 @@ def make_items(n: int = 4, seed: int = 0) -> list[dict[str, Any]]:
     return items
 
 
-def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0) -> Path:
-    """Write a random-init tiny checkpoint of `family` (weights, tokenizer, processor)."""
+def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, **qwen_sizes: Any) -> Path:
+    """Write a random-init tiny checkpoint of `family` (weights, tokenizer, processor).
+
+    ``qwen_sizes`` (qwen2_5_vl only: text_sizes, vision_sizes, longest_edge) override the toy
+    sizes, for the benchmark's mid-size model.
+    """
+    if qwen_sizes and family != "qwen2_5_vl":
+        raise ValueError(f"size overrides are for qwen2_5_vl only, not {family!r}")
     if family not in TINY_FAMILIES:
         raise ValueError(f"no tiny model for family {family!r}; have {TINY_FAMILIES}")
     out = Path(out_dir)
@@ -297,7 +322,7 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0) -> Path
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if family == "qwen2_5_vl":
-            _build_qwen2_5_vl(out)
+            _build_qwen2_5_vl(out, **qwen_sizes)
         else:
             _build_llava_next(out, decoder="mistral" if family == "llava_next" else "qwen2")
     return out

@@ -1,0 +1,122 @@
+"""The engine's fast path answers exactly as `generate()` one item at a time, one mask at a time.
+
+The fast path captures each item's decoder inputs once, expands them over masks, sorts by length,
+pads, drops a row at end of sequence and halves its batch on out-of-memory; none of that may
+change an answer or the order of the output.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from culture_neurons import engine
+from culture_neurons.decoding import OutOfMemoryError
+from culture_neurons.engine import answer_masked, reference_answers
+from culture_neurons.prepare import DatasetConfig, prepare_dataset
+from culture_neurons.record import split_rows
+from tests.cvqa_fixture import write_fixture, write_grouping
+
+pytest_plugins = ["tests.tiny_models"]
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory) -> pd.DataFrame:
+    root = tmp_path_factory.mktemp("cvqa")
+    source = write_fixture(root / "src", with_bad_rows=False)
+    config = DatasetConfig(
+        name="fixture", source="local", local_dir=str(source),
+        grouping=str(write_grouping(root / "groups.tsv")),
+    )  # fmt: skip
+    prepare_dataset(config, root / "out")
+    return split_rows(pd.read_parquet(root / "out" / "items.parquet"), "evaluation").head(6)
+
+
+def _random_keep(adapter, n_masks: int, seed: int, off: float = 0.3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (n_masks, adapter.n_layers, adapter.n_neurons)
+    return (torch.rand(shape, generator=generator) > off).float()
+
+
+def test_fast_path_equals_generate_per_item_and_mask(tiny_adapter, evaluation, one_torch_thread):
+    keep = _random_keep(tiny_adapter, 3, seed=1)
+    fast = answer_masked(tiny_adapter, evaluation, keep, batch_size=5, max_new_tokens=10)
+    for mask in range(3):
+        expected = reference_answers(
+            tiny_adapter, evaluation, max_new_tokens=10, keep=keep[mask : mask + 1]
+        )
+        assert fast[mask]["output"].tolist() == expected
+        assert fast[mask]["item_id"].tolist() == evaluation["item_id"].tolist()
+
+
+def test_rows_stop_at_their_own_end_of_sequence(load_tiny, evaluation, one_torch_thread):
+    adapter = load_tiny("qwen2_5_vl")
+    # The tiny Qwen ends some answers within a few tokens and runs others to the limit, so one
+    # batch holds rows that leave early and rows that do not.
+    fast = answer_masked(adapter, evaluation, None, batch_size=6, max_new_tokens=12)[0]
+    expected = reference_answers(adapter, evaluation, max_new_tokens=12)
+    lengths = {len(adapter.tokenizer(text)["input_ids"]) for text in expected}
+    assert len(lengths) > 1
+    assert fast["output"].tolist() == expected
+
+
+def test_repetition_penalty_is_applied_as_generate_does(load_tiny, evaluation, one_torch_thread):
+    adapter = load_tiny("pangea")
+    adapter.model.generation_config.repetition_penalty = 1.8
+    try:
+        fast = answer_masked(adapter, evaluation, None, batch_size=4, max_new_tokens=10)[0]
+        expected = reference_answers(adapter, evaluation, max_new_tokens=10)
+    finally:
+        adapter.model.generation_config.repetition_penalty = 1.0
+    plain = reference_answers(adapter, evaluation, max_new_tokens=10)
+    assert expected != plain  # the penalty changes something, so the comparison tells
+    assert fast["output"].tolist() == expected
+
+
+@pytest.mark.parametrize("window_rows", [1, 4, 1000])
+def test_length_sorting_windows_do_not_change_answers_or_order(
+    load_tiny, evaluation, one_torch_thread, window_rows
+):
+    adapter = load_tiny("llava_next")
+    keep = _random_keep(adapter, 2, seed=2)
+    baseline = answer_masked(adapter, evaluation, keep, batch_size=1, max_new_tokens=6)
+    windowed = answer_masked(
+        adapter, evaluation, keep, batch_size=3, max_new_tokens=6, window_rows=window_rows
+    )
+    for alone, together in zip(baseline, windowed, strict=True):
+        pd.testing.assert_frame_equal(alone, together)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
+    load_tiny, evaluation, one_torch_thread, monkeypatch
+):
+    adapter = load_tiny("qwen2_5_vl")
+    keep = _random_keep(adapter, 2, seed=3)
+    expected = answer_masked(adapter, evaluation, keep, batch_size=4, max_new_tokens=6)
+    real_decode = engine.greedy_decode
+    sizes: list[int] = []
+
+    def decode_with_small_memory(adapter, prompts, **kwargs):
+        sizes.append(len(prompts))
+        if len(prompts) > 3:  # pretend a batch of more than 3 rows does not fit
+            raise OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_decode(adapter, prompts, **kwargs)
+
+    monkeypatch.setattr(engine, "greedy_decode", decode_with_small_memory)
+    got = answer_masked(adapter, evaluation, keep, batch_size=12, max_new_tokens=6)
+    assert sizes[:3] == [12, 6, 3]  # halved twice, then it fits
+    assert max(sizes[3:]) <= 3
+    for a, b in zip(expected, got, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_out_of_memory_at_batch_one_is_raised(load_tiny, evaluation, monkeypatch):
+    adapter = load_tiny("qwen2_5_vl")
+
+    def never_fits(adapter, prompts, **kwargs):
+        raise OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(engine, "greedy_decode", never_fits)
+    with pytest.raises(OutOfMemoryError):
+        answer_masked(adapter, evaluation.head(1), None, batch_size=2, max_new_tokens=2)
