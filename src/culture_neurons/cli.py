@@ -322,7 +322,7 @@ def model_spec_from_config(entry: dict) -> dict:
     """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
     spec = {
         key: entry[key]
-        for key in ("family", "path", "revision", "dtype", "device_map", "token_scope")
+        for key in ("family", "path", "revision", "dtype", "device_map", "gpus", "token_scope")
         if entry.get(key) is not None
     }
     if entry.get("model_class"):
