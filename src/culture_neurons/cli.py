@@ -86,6 +86,7 @@ def cmd_record(args: argparse.Namespace) -> None:
         args.store,
         batch_size=args.batch_size,
         chunk_batches=args.chunk_batches,
+        chunk_items=args.chunk_items,
         max_new_tokens=args.max_new_tokens,
         attrs=store_attrs(adapter, fingerprint, args.model_name),
     )
@@ -371,6 +372,13 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the models: entry as JSON")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
+    p.add_argument(
+        "--chunk-items",
+        type=int,
+        default=None,
+        help="items per store chunk (default: batch size x chunk batches); the workflow fixes it "
+        "so that a retry with a smaller batch resumes the partial store",
+    )
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
     p.add_argument("--baseline-dir", required=True, help="results/{model}/baseline")

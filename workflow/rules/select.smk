@@ -31,13 +31,14 @@ rule ablate:
         "../../envs/culture-neurons.yaml"
     resources:
         gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        batch_size=get_batch_size,
     params:
         model=get_model_json,
         sources=get_sources,
-        batch_size=get_batch_size,
         max_new_tokens=get_max_new_tokens(),
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
         " --masks {input.masks} --sources {params.sources}"
-        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --batch-size {resources.batch_size} --max-new-tokens {params.max_new_tokens}"
         " --out-dir {output} > {log} 2>&1"
