@@ -1,4 +1,5 @@
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -7,6 +8,10 @@ from snakemake.utils import update_config
 
 from culture_neurons.masks import ALL_CULTURES
 from culture_neurons.selectors import is_culture_independent
+
+# envs/*.post-deploy.sh install this checkout into each rule kind's conda environment (a
+# checkout at another path on the compute nodes can be named by setting the variable).
+os.environ.setdefault("CULTURE_NEURONS_CHECKOUT", workflow.basedir)
 
 
 def use_cli_configfiles_only():

@@ -10,7 +10,7 @@ rule baseline_and_record:
     log:
         "logs/baseline_and_record/{model}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/model.yaml"
     threads: 2
     resources:
         gpu=get_gpus,

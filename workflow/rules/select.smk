@@ -7,7 +7,7 @@ rule select:
     log:
         "logs/select/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         selector=get_selector_json,
         ratio=config["ratio"],
@@ -28,7 +28,7 @@ rule ablate:
     log:
         "logs/ablate/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/model.yaml"
     resources:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
