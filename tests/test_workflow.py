@@ -7,12 +7,15 @@ import copy
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -123,6 +126,74 @@ def test_snakemake_lint_is_clean():
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "good condition" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ adding a model (dry run only)
+
+
+def fake_finished_run(work: Path) -> None:
+    """Every output of the demo DAG as a placeholder with one common mtime: a finished run to
+    Snakemake (no metadata, so only existence and times count), built in a second."""
+    result = subprocess.run(
+        ["snakemake", "-n", "--forceall", "--cores", "1"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {
+        path
+        for line in re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
+        for path in line.split(", ")
+    }
+    for path in outputs:
+        target = work / path
+        if target.suffix in ("", ".zarr"):  # directory() outputs: stores, weights, ablations
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+    # The cultures (ablation sources) come from items.parquet once it exists.
+    grouping = pd.read_csv(work / "resources/demo/culture_groups.tsv", sep="\t", comment="#")
+    pd.DataFrame({"culture": sorted(grouping["culture"].unique())}).to_parquet(
+        work / "results/data/demo/items.parquet"
+    )
+    now = time.time()  # after the copied sources (the demo spec, the grouping)
+    for path in outputs:
+        os.utime(work / path, (now, now))
+
+
+def test_added_model_plans_only_its_branch_dry_run(tmp_path):
+    for name in ("Snakefile", "workflow", "resources", "envs", "config.yaml"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    fake_finished_run(tmp_path)
+    assert "Nothing to be done" in subprocess.run(
+        ["snakemake", "-n", "--cores", "1"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    ).stdout  # fmt: skip
+
+    config = load("config.yaml")
+    (old,) = config["models"]
+    config["models"]["other-tiny"] = {
+        **config["models"][old], "path": "results/other-tiny/demo_weights",
+    }  # fmt: skip
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", "model.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
+    n_selectors = 7  # rnd (3 seeds), lap, lape, mad, cas
+    assert counts == {
+        "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
+        "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
+        "baseline_figure": 1, "summary": 1, "all": 1, "total": 4 * n_selectors + 5,
+    }  # fmt: skip
+    # Every planned model job is the new model's; nothing of the finished one reruns.
+    outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
+    assert outputs and not any(old in line for line in outputs)
+    assert sum("other-tiny" in line for line in outputs) == len(outputs) - 2  # figure, summary
 
 
 # --------------------------------------------------------------------- conda environments
