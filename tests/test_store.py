@@ -1,4 +1,5 @@
-"""The activation store: chunked writes, resume after a kill, refusal to mix inputs."""
+"""The activation store: chunked writes, resume after a kill, refusal to mix inputs, lossless
+compression and its size."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import numpy as np
 import pytest
 import zarr
 
-from culture_neurons.store import StoreMismatchError, create_or_resume, open_store
+from culture_neurons import store as store_module
+from culture_neurons.store import (
+    MAX_COUNT,
+    StoreMismatchError,
+    create_or_resume,
+    neuron_chunks,
+    open_store,
+    store_bytes_per_item_neuron,
+)
 
 ITEMS = [f"item{i}" for i in range(10)]
 CULTURES = ["A", "B"] * 5
@@ -93,3 +102,89 @@ def test_counts_beyond_uint16_are_refused(tmp_path):
     count[0, 0, 0] = 70_000
     with pytest.raises(ValueError, match="exceeds"):
         store.write_chunk(0, count, total, tokens, correct)
+
+
+def test_counts_and_sums_read_back_bit_for_bit(tmp_path):
+    store = make(tmp_path / "s.zarr")
+    rng = np.random.default_rng(1)
+    shape = (store.n_items, 2, 8)
+    count = rng.integers(0, MAX_COUNT + 1, size=shape)
+    count[0, 0, :2] = [0, MAX_COUNT]
+    # Every float32 bit pattern is fair game: random bits, plus zero, subnormals and extremes.
+    total = rng.integers(0, 2**32, size=shape, dtype=np.uint32).view(np.float32)
+    total[0, 1, :5] = [0.0, 1e-45, np.finfo(np.float32).max, np.inf, 1.0 + 2**-23]
+    for chunk in range(store.n_chunks):
+        rows = store.chunk_slice(chunk)
+        n = rows.stop - rows.start
+        store.write_chunk(chunk, count[rows], total[rows], np.full(n, 9), np.ones(n))
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group["fire_count"].dtype == np.uint16 and group["pos_sum"].dtype == np.float32
+    np.testing.assert_array_equal(group["fire_count"][:], count)
+    np.testing.assert_array_equal(group["pos_sum"][:].view(np.uint32), total.view(np.uint32))
+    codecs = [c["name"] for c in group["pos_sum"].metadata.to_dict()["codecs"]]
+    assert codecs == ["transpose", "bytes", "blosc"]
+
+
+def test_large_models_chunk_over_layers_and_still_resume(tmp_path, monkeypatch):
+    # The demo keeps one zarr chunk per store chunk; a 7B model's is split evenly over layers.
+    assert neuron_chunks(64, 4, 512) == (64, 4, 512)
+    assert neuron_chunks(32, 28, 18944) == (32, 6, 18944)
+    assert neuron_chunks(2**20, 2, 18944) == (2**20, 1, 4)
+    # 4 items x 2 layers x 8 neurons of float32 is 256 bytes: a cap of 150 gives one layer.
+    monkeypatch.setattr(store_module, "MAX_CHUNK_BYTES", 150)
+    whole = make(tmp_path / "whole.zarr")
+    assert whole.group["pos_sum"].chunks == (4, 1, 8)
+    fill(whole, whole.pending_chunks())
+    killed = make(tmp_path / "killed.zarr")
+    fill(killed, [0])
+    killed.group["pos_sum"][killed.chunk_slice(1)] = 7.0
+    resumed = make(tmp_path / "killed.zarr")
+    fill(resumed, resumed.pending_chunks())
+    (a, _), (b, _) = arrays(tmp_path / "whole.zarr"), arrays(tmp_path / "killed.zarr")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(
+        a["fire_count"], np.concatenate([fake_chunk(whole, k)[0] for k in range(3)])
+    )
+
+
+def test_store_bytes_per_item_neuron_counts_every_file(tmp_path):
+    store = make(tmp_path / "s.zarr")
+    fill(store, store.pending_chunks())
+    (tmp_path / "s.zarr" / ".snakemake_timestamp").write_text("")
+    files = [f for f in (tmp_path / "s.zarr").rglob("*") if f.is_file()]
+    expected = sum(f.stat().st_size for f in files) / (len(ITEMS) * 2 * 8)
+    assert store_bytes_per_item_neuron(tmp_path / "s.zarr") == pytest.approx(expected)
+
+
+def realistic_statistics(n_items=128, n_layers=2, n_neurons=512):
+    """Firing counts like a model's (a per-neuron rate over 60-120 valid tokens) and float32
+    sums of as many positive outputs (a per-neuron scale), zero where nothing fired."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(60, 120, size=n_items)
+    rate = rng.beta(2.0, 2.0, size=(n_layers, n_neurons))
+    scale = rng.lognormal(-1.0, 1.0, size=(n_layers, n_neurons))
+    count = rng.binomial(tokens[:, None, None], rate)
+    total = (rng.gamma(np.maximum(count, 1), scale) * (count > 0)).astype(np.float32)
+    return count, total, tokens
+
+
+def test_store_is_smaller_than_plain_zstd_on_realistic_statistics(tmp_path):
+    count, total, tokens = realistic_statistics()
+    n_items, n_layers, n_neurons = count.shape
+    store = create_or_resume(
+        tmp_path / "s.zarr", item_ids=[f"i{k}" for k in range(n_items)],
+        cultures=["A"] * n_items, n_layers=n_layers, n_neurons=n_neurons, chunk_items=32,
+        attrs=ATTRS,
+    )  # fmt: skip
+    for chunk in store.pending_chunks():
+        rows = store.chunk_slice(chunk)
+        store.write_chunk(chunk, count[rows], total[rows], tokens[rows], np.ones(len(tokens[rows])))
+    # The same two arrays alone under zarr's default codec (zstd), as the store once was.
+    plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3)
+    for name, values in (("fire_count", count.astype(np.uint16)), ("pos_sum", total)):
+        plain.create_array(name, data=values, chunks=(32, n_layers, n_neurons))
+    new_size = store_bytes_per_item_neuron(tmp_path / "s.zarr")
+    plain_size = store_bytes_per_item_neuron(tmp_path / "plain.zarr")
+    # About 4.05 against 4.6: the sums' float32 mantissas are nearly incompressible either way.
+    assert new_size < 4.3 < plain_size

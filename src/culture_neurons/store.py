@@ -6,6 +6,10 @@ neuron]`` sum of positive outputs, ``tokens[item]`` valid tokens, ``item_id``, `
 ``correct[item]`` (1, 0, or -1 when labels are hidden), the unmasked answer (``answer[item]``,
 ``choice[item]``: extracted option, -1 for none) and ``chunk_done[chunk]``.
 
+The two big arrays are compressed losslessly (:func:`neuron_codecs`): inside a chunk the values
+are laid out item-fastest, so one neuron's values over the chunk's items sit together, then
+bit-shuffled and compressed with zstd (Blosc). Counts and float32 sums read back bit for bit.
+
 A chunk's data is written before its ``chunk_done`` flag, so a job killed at any point resumes
 at the first chunk not flagged and rewrites it whole: the finished store is identical to one
 written without interruption.
@@ -13,6 +17,7 @@ written without interruption.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,10 @@ ITEM_ARRAYS = ("fire_count", "pos_sum", "tokens", "correct")
 # uint16 counts are exact up to 65,535 valid tokens per item (prompts are capped far below).
 COUNT_DTYPE = np.uint16
 MAX_COUNT = np.iinfo(COUNT_DTYPE).max
+SUM_DTYPE = np.float32
+# Float32 bytes per chunk of fire_count/pos_sum at most: a large model's store chunk is split
+# over layers, so zarr compresses the pieces in parallel (Blosc refuses buffers over 2 GiB).
+MAX_CHUNK_BYTES = 16 * 2**20
 
 
 class StoreMismatchError(InputError):
@@ -75,7 +84,7 @@ class ActivationStore:
         if fire_count.size and int(fire_count.max()) > MAX_COUNT:
             raise ValueError(f"a fire count exceeds {MAX_COUNT}: too many valid tokens per item")
         self.group["fire_count"][rows] = fire_count.astype(COUNT_DTYPE)
-        self.group["pos_sum"][rows] = pos_sum.astype(np.float32)
+        self.group["pos_sum"][rows] = pos_sum.astype(SUM_DTYPE)
         self.group["tokens"][rows] = tokens.astype(np.uint32)
         self.group["correct"][rows] = correct.astype(np.int8)
         if answers is not None:
@@ -122,16 +131,14 @@ def create_or_resume(
     shutil.rmtree(tmp, ignore_errors=True)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     n_items = len(item_ids)
-    block = (chunk_items, n_layers, n_neurons)
+    block = neuron_chunks(chunk_items, n_layers, n_neurons)
     dims3 = ["item", "layer", "neuron"]
-    group.create_array(
-        "fire_count", shape=(n_items, n_layers, n_neurons), chunks=block, dtype=COUNT_DTYPE,
-        fill_value=0, dimension_names=dims3,
-    )  # fmt: skip
-    group.create_array(
-        "pos_sum", shape=(n_items, n_layers, n_neurons), chunks=block, dtype=np.float32,
-        fill_value=0.0, dimension_names=dims3,
-    )  # fmt: skip
+    for name, dtype in (("fire_count", COUNT_DTYPE), ("pos_sum", SUM_DTYPE)):
+        filters, compressor = neuron_codecs(dtype)
+        group.create_array(
+            name, shape=(n_items, n_layers, n_neurons), chunks=block, dtype=dtype, fill_value=0,
+            filters=filters, compressors=compressor, dimension_names=dims3,
+        )  # fmt: skip
     for name, dtype, fill in (
         ("tokens", np.uint32, 0),
         ("correct", np.int8, -1),
@@ -159,6 +166,43 @@ def create_or_resume(
     # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
     tmp.rename(path)
     return ActivationStore(zarr.open_group(str(path), mode="r+"), path)
+
+
+def neuron_chunks(chunk_items: int, n_layers: int, n_neurons: int) -> tuple[int, int, int]:
+    """Chunk shape of ``fire_count`` and ``pos_sum``: a store chunk's items and all layers and
+    neurons (the demo), or, past ``MAX_CHUNK_BYTES`` of float32, as many layers (at least one) as
+    fit, split evenly; were one layer still too big, fewer neurons. Every zarr chunk lies inside
+    one store chunk's rows, so ``write_chunk`` still rewrites whole zarr chunks."""
+    per_neuron = chunk_items * np.dtype(SUM_DTYPE).itemsize
+    neurons = max(1, min(n_neurons, MAX_CHUNK_BYTES // per_neuron))
+    fit = max(1, min(n_layers, MAX_CHUNK_BYTES // (per_neuron * n_neurons)))
+    groups = -(-n_layers // fit)
+    return (chunk_items, -(-n_layers // groups), neurons)
+
+
+def neuron_codecs(dtype: Any) -> tuple[list[zarr.codecs.TransposeCodec], zarr.codecs.BloscCodec]:
+    """Lossless codecs for an ``[item, layer, neuron]`` array: transpose to item-fastest (a
+    neuron's values over items are alike), bit-shuffle, zstd. On the demo this takes the two
+    arrays from 4.6 to 3.9 bytes per item per neuron (0.69 for counts, 3.22 for sums, whose
+    mantissas are nearly incompressible), at about the write speed of plain zstd."""
+    filters = [zarr.codecs.TransposeCodec(order=(1, 2, 0))]
+    compressor = zarr.codecs.BloscCodec(
+        cname="zstd", clevel=5, shuffle=zarr.codecs.BloscShuffle.bitshuffle,
+        typesize=np.dtype(dtype).itemsize,
+    )  # fmt: skip
+    return filters, compressor
+
+
+def store_bytes_per_item_neuron(path: str | Path) -> float:
+    """Bytes on disk (every file under ``path``, directories not counted) per item per neuron:
+    the total over ``items x layers x neurons`` of ``fire_count``'s shape."""
+    path = Path(path)
+    n_items, n_layers, n_neurons = zarr.open_group(str(path), mode="r")["fire_count"].shape
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_size
+    return total / max(n_items * n_layers * n_neurons, 1)
 
 
 def _jsonable(mapping: dict[str, Any]) -> dict[str, Any]:
