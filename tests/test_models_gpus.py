@@ -100,31 +100,71 @@ def unset_visible_devices(monkeypatch):
     """Unset CUDA_VISIBLE_DEVICES so that the claim's own setting is undone after the test."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
 
 
-def test_workstation_jobs_claim_distinct_gpus(tmp_path, monkeypatch):
+def hold(lock_dir, device):
+    """Another job's claim (flock locks belong to the open file, so this process works)."""
+    import fcntl
+
+    handle = open(lock_dir / f"gpu-{device}.lock", "w")  # noqa: SIM115
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+@pytest.fixture
+def held_locks(monkeypatch):
     import culture_neurons.models.gpus as gpus
 
-    unset_visible_devices(monkeypatch)
     monkeypatch.setattr(gpus, "_held", [])
-    # Another job (another process: flock locks are per open file) holds GPU 0 of 3.
-    other = open(tmp_path / "gpu0.lock", "w")  # noqa: SIM115
-    gpus.fcntl.flock(other, gpus.fcntl.LOCK_EX | gpus.fcntl.LOCK_NB)
+    yield gpus._held
+    for handle in gpus._held:
+        handle.close()
+
+
+def test_workstation_jobs_claim_distinct_gpus(tmp_path, monkeypatch, held_locks):
+    unset_visible_devices(monkeypatch)
+    other = hold(tmp_path, "0")
     try:
-        assert claim_gpus(2, total=3, lock_dir=tmp_path) == [1, 2]
+        assert claim_gpus(2, devices=["0", "1", "2"], lock_dir=tmp_path) == ["1", "2"]
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,2"
-        # Claimed once, the variable is set: a second call leaves it alone.
-        assert claim_gpus(1, total=3, lock_dir=tmp_path) is None
+        # A third job finds every device held: it would wait.
+        with pytest.raises(TimeoutError):
+            claim_with_timeout(1, devices=["0", "1", "2"], lock_dir=tmp_path)
     finally:
         other.close()
-        for handle in gpus._held:
-            handle.close()
 
 
-def test_no_claim_when_slurm_chose_or_the_job_takes_every_gpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    assert claim_gpus(1, total=8, lock_dir=tmp_path) is None
+def claim_with_timeout(n, **kwargs):
+    import culture_neurons.models.gpus as gpus
+
+    def give_up(_):
+        raise TimeoutError
+
+    original = gpus.time.sleep
+    gpus.time.sleep = give_up
+    try:
+        return claim_gpus(n, **kwargs)
+    finally:
+        gpus.time.sleep = original
+
+
+def test_claims_among_the_devices_the_user_left_visible(tmp_path, monkeypatch, held_locks):
     unset_visible_devices(monkeypatch)
-    assert claim_gpus(2, total=2, lock_dir=tmp_path) is None
-    assert claim_gpus(0, total=2, lock_dir=tmp_path) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    other = hold(tmp_path, "4")
+    try:
+        assert claim_gpus(1, lock_dir=tmp_path) == ["5"]
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    finally:
+        other.close()
+
+
+def test_no_claim_in_slurm_or_when_the_job_takes_every_gpu(tmp_path, monkeypatch, held_locks):
+    unset_visible_devices(monkeypatch)
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    assert claim_gpus(1, devices=["0", "1"], lock_dir=tmp_path) is None
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert claim_gpus(2, devices=["0", "1"], lock_dir=tmp_path) is None
+    assert claim_gpus(0, devices=["0", "1"], lock_dir=tmp_path) is None
     assert "CUDA_VISIBLE_DEVICES" not in os.environ

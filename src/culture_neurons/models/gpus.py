@@ -2,8 +2,9 @@
 
 A model entry's `gpus` is what its jobs hold: Slurm sets CUDA_VISIBLE_DEVICES to the GPUs it
 granted. On one workstation nobody does, so a job claims `gpus` free devices itself (a lock file
-per device, held until the process ends) and narrows CUDA_VISIBLE_DEVICES to them; Snakemake's
-`--resources gpu=N` then runs N one-GPU jobs side by side, each on its own device.
+per device, held until the process ends; among CUDA_VISIBLE_DEVICES if the user set it) and
+narrows CUDA_VISIBLE_DEVICES to them; Snakemake's `--resources gpu=N` then runs N one-GPU jobs
+side by side, each on its own device.
 
 With a device_map strategy ("auto", "balanced", ...) the model is spread over the job's GPUs
 only, by a `max_memory` that lists them (transformers balances the layers over the listed
@@ -57,47 +58,55 @@ def physical_gpu_count() -> int:
 
 
 def claim_gpus(
-    n: int, *, total: int | None = None, lock_dir: str | Path | None = None, poll_s: float = 5.0
-) -> list[int] | None:
-    """Claim `n` free devices of this machine and narrow CUDA_VISIBLE_DEVICES to them.
+    n: int,
+    *,
+    devices: Sequence[str] | None = None,
+    lock_dir: str | Path | None = None,
+    poll_s: float = 5.0,
+) -> list[str] | None:
+    """Claim `n` free devices and narrow CUDA_VISIBLE_DEVICES to them.
 
-    Does nothing (returns None) when CUDA_VISIBLE_DEVICES is already set (Slurm, or the user
-    chose), when `n` < 1, or when the machine has no more than `n` GPUs. Must run before CUDA is
-    initialised. Waits while every device is held by other jobs.
+    The candidates are `devices`, else CUDA_VISIBLE_DEVICES (the user kept the workflow to some
+    GPUs), else every GPU of the machine. Does nothing (returns None) in a Slurm job (Slurm
+    granted exactly the job's devices), when `n` < 1, or when there are no more than `n`
+    candidates. Must run before CUDA is initialised. Waits while other jobs hold them all.
     """
-    if n < 1 or visible_devices() is not None:
+    if n < 1 or "SLURM_JOB_ID" in os.environ:
         return None
-    total = physical_gpu_count() if total is None else total
-    if total <= n:
+    if devices is None:
+        devices = visible_devices()
+    if devices is None:
+        devices = [str(i) for i in range(physical_gpu_count())]
+    if len(devices) <= n:
         return None
     lock_dir = Path(lock_dir or os.environ.get(LOCK_DIR_ENV) or _default_lock_dir())
     lock_dir.mkdir(parents=True, exist_ok=True)
-    claimed: list[tuple[int, Any]] = []
+    claimed: dict[str, Any] = {}
     waited = False
-    while True:
-        for index in range(total):
+    while len(claimed) < n:
+        for device in devices:
             if len(claimed) == n:
                 break
-            if any(index == i for i, _ in claimed):
+            if device in claimed:
                 continue
-            handle = open(lock_dir / f"gpu{index}.lock", "w")  # noqa: SIM115 (held until exit)
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in device)
+            handle = open(lock_dir / f"gpu-{name}.lock", "w")  # noqa: SIM115 (held until exit)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 handle.close()
                 continue
-            claimed.append((index, handle))
-        if len(claimed) == n:
-            break
-        if not waited:
-            log.info("waiting for %d free GPU(s) of %d (locks in %s)", n, total, lock_dir)
-            waited = True
-        time.sleep(poll_s)
-    _held.extend(handle for _, handle in claimed)
-    indices = sorted(i for i, _ in claimed)
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, indices))
-    log.info("claimed GPU(s) %s of %d", indices, total)
-    return indices
+            claimed[device] = handle
+        if len(claimed) < n:
+            if not waited:
+                log.info("waiting for %d free GPU(s) of %s (locks in %s)", n, devices, lock_dir)
+                waited = True
+            time.sleep(poll_s)
+    _held.extend(claimed.values())
+    chosen = [d for d in devices if d in claimed]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+    log.info("claimed GPU(s) %s of %s", chosen, devices)
+    return chosen
 
 
 def _default_lock_dir() -> Path:
