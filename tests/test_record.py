@@ -16,6 +16,7 @@ from culture_neurons.record import (
     split_rows,
     store_attrs,
 )
+from culture_neurons.store import StoreMismatchError
 from tests.cvqa_fixture import write_fixture, write_grouping
 
 pytest_plugins = ["tests.tiny_models"]
@@ -78,3 +79,29 @@ def test_recording_does_not_change_answers(load_tiny, identification, tmp_path, 
     pd.testing.assert_frame_equal(recorded, plain)
     assert set(recorded["correct"]) <= {0, 1}
     assert timings["model_s"] > 0
+
+
+def test_retry_with_half_the_batch_resumes_the_partial_store(
+    load_tiny, identification, tmp_path, one_torch_thread
+):
+    # The workflow halves the batch on a retry and fixes the chunk size (get_chunk_items), so a
+    # job that failed after some chunks resumes instead of being refused or starting over.
+    adapter = load_tiny("qwen2_5_vl")
+    rows = identification.head(11)
+    path = tmp_path / "retried.zarr"
+    stopped, _ = run(adapter, rows, path, stop_after_chunks=1, chunk_items=4)
+    assert stopped is None
+    with pytest.raises(StoreMismatchError, match="chunk_items"):
+        record_identification(
+            adapter, rows, path, batch_size=1, chunk_batches=2, max_new_tokens=4,
+            attrs=store_attrs(adapter, "fp", "tiny"),
+        )  # fmt: skip
+    retried, _ = record_identification(
+        adapter, rows, path, batch_size=1, chunk_batches=2, chunk_items=4, max_new_tokens=4,
+        attrs=store_attrs(adapter, "fp", "tiny"),
+    )  # fmt: skip
+    assert retried is not None and retried.complete
+    whole, _ = run(adapter, rows, tmp_path / "whole.zarr")
+    (a, _), (b, _) = arrays(tmp_path / "whole.zarr"), arrays(path)
+    assert a["tokens"].tolist() == b["tokens"].tolist()
+    np.testing.assert_allclose(b["pos_sum"], a["pos_sum"], rtol=1e-4, atol=1e-4)

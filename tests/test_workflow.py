@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
 import os
 import re
+import shutil
 import subprocess
+import sys
+import textwrap
+import time
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from culture_neurons import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
@@ -53,6 +64,7 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c["dataset"].update(language="klingon"), "language"),
         (lambda c: next(iter(c["models"].values())).update(family="bert"), "family"),
         (lambda c: next(iter(c["models"].values())).update(batch_size=0), "batch_size"),
+        (lambda c: next(iter(c["models"].values())).update(mem_mb=0), "mem_mb"),
         (lambda c: c["dataset"].update(source="hub", hub_id="afaji/cvqa"), "revision"),
     ],
 )
@@ -115,3 +127,212 @@ def test_snakemake_lint_is_clean():
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "good condition" in result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ adding a model (dry run only)
+
+
+def fake_finished_run(work: Path) -> None:
+    """Every output of the demo DAG as a placeholder with one common mtime: a finished run to
+    Snakemake (no metadata, so only existence and times count), built in a second."""
+    result = subprocess.run(
+        ["snakemake", "-n", "--forceall", "--cores", "1"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {
+        path
+        for line in re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
+        for path in line.split(", ")
+    }
+    for path in outputs:
+        target = work / path
+        if target.suffix in ("", ".zarr"):  # directory() outputs: stores, weights, ablations
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+    # The cultures (ablation sources) come from items.parquet once it exists.
+    grouping = pd.read_csv(work / "resources/demo/culture_groups.tsv", sep="\t", comment="#")
+    pd.DataFrame({"culture": sorted(grouping["culture"].unique())}).to_parquet(
+        work / "results/data/demo/items.parquet"
+    )
+    now = time.time()  # after the copied sources (the demo spec, the grouping)
+    for path in outputs:
+        os.utime(work / path, (now, now))
+
+
+def test_added_model_plans_only_its_branch_dry_run(tmp_path):
+    for name in ("Snakefile", "workflow", "resources", "envs", "config.yaml"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    fake_finished_run(tmp_path)
+    assert "Nothing to be done" in subprocess.run(
+        ["snakemake", "-n", "--cores", "1"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    ).stdout  # fmt: skip
+
+    config = load("config.yaml")
+    (old,) = config["models"]
+    config["models"]["other-tiny"] = {
+        **config["models"][old], "path": "results/other-tiny/demo_weights",
+    }  # fmt: skip
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", "model.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
+    n_selectors = 7  # rnd (3 seeds), lap, lape, mad, cas
+    assert counts == {
+        "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
+        "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
+        "baseline_figure": 1, "summary": 1, "all": 1, "total": 4 * n_selectors + 5,
+    }  # fmt: skip
+    # Every planned model job is the new model's; nothing of the finished one reruns.
+    outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
+    assert outputs and not any(old in line for line in outputs)
+    assert sum("other-tiny" in line for line in outputs) == len(outputs) - 2  # figure, summary
+
+
+# --------------------------------------------------------------------- conda environments
+
+
+RULE_RE = re.compile(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", re.MULTILINE | re.DOTALL)
+# A rule kind needs these packages although no module imports them by name.
+IMPLIED = {
+    "pandas": {"pyarrow"},  # parquet tables
+    "transformers": {"accelerate"},  # from_pretrained with a device_map
+}
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+BUILD_TOOLS = {"python", "pip", "setuptools", "wheel"}
+
+
+def workflow_rules() -> dict[str, tuple[str | None, str | None]]:
+    """Rule name -> (its conda env file, the culture-neurons subcommand its shell runs)."""
+    rules = {}
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for name, body in RULE_RE.findall(smk.read_text()):
+            conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
+            command = re.search(r"culture-neurons (?:--threads \{threads\} )?([a-z-]+)", body)
+            env = str((smk.parent / conda.group(1)).resolve()) if conda else None
+            rules[name] = (env, command.group(1) if command else None)
+    return rules
+
+
+def third_party_imports(command: str) -> set[str]:
+    """Top-level modules outside the standard library that a subcommand can import: its own
+    function's imports, then every import (lazy ones too) of the package modules they reach."""
+    src = ROOT / "src"
+
+    def module_file(name: str) -> Path:
+        path = src.joinpath(*name.split("."))
+        return path.with_suffix(".py") if path.with_suffix(".py").exists() else path / "__init__.py"
+
+    def imported(nodes, package: str) -> set[str]:
+        names = set()
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(p for p in (base, node.module) if p)
+                names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+        return names
+
+    parser = cli.build_parser()
+    func = next(a for a in parser._actions if a.dest == "command").choices[command]
+    func = func.get_default("func")
+    todo = imported(ast.walk(ast.parse(textwrap.dedent(inspect.getsource(func)))), "")
+    todo.add("culture_neurons.cli")
+    seen, found = set(), set()
+    while todo:
+        name = todo.pop()
+        if name.split(".")[0] != "culture_neurons":
+            if name.split(".")[0] not in sys.stdlib_module_names | {"__future__"}:
+                found.add(name.split(".")[0])
+            continue
+        while "." in name and not module_file(name).exists():
+            name = name.rsplit(".", 1)[0]  # `from package import name` of a non-module
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo |= {".".join(parts[:i]) for i in range(1, len(parts))}
+        path = module_file(name)
+        tree = ast.parse(path.read_text())
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        # cli's own function-level imports belong to the other subcommands.
+        todo |= imported(tree.body if name == "culture_neurons.cli" else ast.walk(tree), package)
+    return found
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject_requirements() -> dict[str, str]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {canonical(r.name): str(r.specifier) for r in map(Requirement, project["dependencies"])}
+
+
+def env_requirements(path: Path) -> dict[str, str]:
+    """Conda package -> version spec of an env file (its pip section must be empty)."""
+    env = yaml.safe_load(path.read_text())
+    assert env["channels"][0] == "conda-forge", path
+    deps = env["dependencies"]
+    assert all(isinstance(d, str) for d in deps), f"{path}: no pip section (post-deploy installs)"
+    pairs = [re.match(r"^([A-Za-z0-9_.-]+)\s*(.*)$", d).groups() for d in deps]
+    return {canonical(name): spec.replace(" ", "") for name, spec in pairs}
+
+
+def test_every_rule_runs_in_an_existing_env_of_its_kind():
+    rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
+    assert set(rules) == {
+        "make_demo_data", "prepare_data", "train_demo_model", "baseline_and_record", "select",
+        "ablate", "matrices", "figures", "baseline_figure", "summary",
+    }  # fmt: skip
+    for name, (env, command) in rules.items():
+        assert env is not None and command is not None, name
+        assert Path(env).is_file(), f"rule {name}: {env} does not exist"
+        assert Path(env).parent == ROOT / "envs", name
+    kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
+    assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["train_demo_model"] == "model"
+    assert kinds["prepare_data"] == kinds["make_demo_data"] == "data"
+
+
+@pytest.mark.parametrize("kind", ["data", "model", "analysis"])
+def test_env_has_what_its_rules_import_at_pyprojects_versions(kind):
+    path = ROOT / "envs" / f"{kind}.yaml"
+    env = env_requirements(path)
+    pyproject = pyproject_requirements()
+    distributions = packages_distributions()
+    commands = {c for e, c in workflow_rules().values() if e and Path(e).stem == kind}
+    assert commands, f"no rule uses envs/{kind}.yaml"
+    needed = set()
+    for command in commands:
+        for module in third_party_imports(command):
+            (dist,) = {canonical(d) for d in distributions[module]}
+            needed |= {dist} | IMPLIED.get(dist, set())
+    for dist in sorted(needed):
+        assert dist in pyproject, f"{kind} rules import {dist}, which pyproject.toml lacks"
+        conda = CONDA_NAMES.get(dist, dist)
+        assert conda in env, f"envs/{kind}.yaml lacks {conda} ({', '.join(sorted(commands))})"
+    by_pypi = {v: k for k, v in CONDA_NAMES.items()}
+    for conda, spec in env.items():
+        if conda in BUILD_TOOLS:
+            continue
+        dist = by_pypi.get(conda, conda)
+        assert dist in pyproject, f"envs/{kind}.yaml: {conda} is no dependency in pyproject.toml"
+        assert spec == pyproject[dist], f"envs/{kind}.yaml: {conda}{spec} vs {pyproject[dist]}"
+        assert dist in needed, f"envs/{kind}.yaml: {conda} is not needed by {kind} rules"
+
+
+@pytest.mark.parametrize("kind", ["data", "model", "analysis"])
+def test_env_installs_this_checkout_without_dependencies(kind):
+    script = (ROOT / "envs" / f"{kind}.post-deploy.sh").read_text()
+    assert "pip install --no-deps" in script and "CULTURE_NEURONS_CHECKOUT" in script
+    assert "CULTURE_NEURONS_CHECKOUT" in (ROOT / "workflow/rules/common.smk").read_text()

@@ -86,6 +86,7 @@ def cmd_record(args: argparse.Namespace) -> None:
         args.store,
         batch_size=args.batch_size,
         chunk_batches=args.chunk_batches,
+        chunk_items=args.chunk_items,
         max_new_tokens=args.max_new_tokens,
         attrs=store_attrs(adapter, fingerprint, args.model_name),
     )
@@ -337,7 +338,7 @@ def model_spec_from_config(entry: dict) -> dict:
     """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
     spec = {
         key: entry[key]
-        for key in ("family", "path", "revision", "dtype", "device_map", "token_scope")
+        for key in ("family", "path", "revision", "dtype", "device_map", "gpus", "token_scope")
         if entry.get(key) is not None
     }
     if entry.get("model_class"):
@@ -386,6 +387,13 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the models: entry as JSON")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
+    p.add_argument(
+        "--chunk-items",
+        type=int,
+        default=None,
+        help="items per store chunk (default: batch size x chunk batches); the workflow fixes it "
+        "so that a retry with a smaller batch resumes the partial store",
+    )
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
     p.add_argument("--baseline-dir", required=True, help="results/{model}/baseline")

@@ -39,11 +39,15 @@ def record_identification(
     max_new_tokens: int,
     attrs: dict[str, Any],
     stop_after_chunks: int | None = None,
+    chunk_items: int | None = None,
 ) -> tuple[ActivationStore | None, dict[str, float]]:
     """Answer and record every row into the store at ``store_path``, resuming a partial one.
 
     Chunks hold whole batches, so a resumed run batches exactly as an uninterrupted one and
-    writes identical values. ``stop_after_chunks`` ends early (as a kill would; for tests).
+    writes identical values. ``chunk_items`` (default ``batch_size * chunk_batches``) fixes the
+    chunk size instead: a retry with a smaller batch then resumes the same partial store (its
+    answers may then differ from an unbatched run's in float rounding, as any batch change can).
+    ``stop_after_chunks`` ends early (as a kill would; for tests).
     Returns the finished store (None if stopped early) and timings.
     """
     partial = partial_path(store_path)
@@ -53,7 +57,7 @@ def record_identification(
         cultures=rows["culture"].tolist(),
         n_layers=adapter.n_layers,
         n_neurons=adapter.n_neurons,
-        chunk_items=batch_size * chunk_batches,
+        chunk_items=chunk_items or batch_size * chunk_batches,
         attrs=attrs,
     )
     pending = store.pending_chunks()

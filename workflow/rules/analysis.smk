@@ -8,7 +8,7 @@ rule matrices:
     log:
         "logs/matrices/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         n_boot=get_bootstrap("n"),
         seed=get_bootstrap("seed"),
@@ -45,7 +45,7 @@ rule figures:
     log:
         "logs/figures/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         heatmap=lambda wildcards, output: output.heatmap[0].removesuffix(".png"),
         layers=lambda wildcards, output: output.layers[0].removesuffix(".png"),
@@ -73,7 +73,7 @@ rule baseline_figure:
     log:
         "logs/figures/baseline_accuracy.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         baselines=get_baseline_specs,
         prefix=lambda wildcards, output: output.figure[0].removesuffix(".png"),
@@ -94,7 +94,7 @@ rule summary:
     log:
         "logs/summary.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         summaries=get_summary_specs,
         prefix=lambda wildcards, output: output[0].removesuffix(".csv"),

@@ -1,4 +1,5 @@
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -7,6 +8,10 @@ from snakemake.utils import update_config
 
 from culture_neurons.masks import ALL_CULTURES
 from culture_neurons.selectors import is_culture_independent
+
+# envs/*.post-deploy.sh install this checkout into each rule kind's conda environment (a
+# checkout at another path on the compute nodes can be named by setting the variable).
+os.environ.setdefault("CULTURE_NEURONS_CHECKOUT", workflow.basedir)
 
 
 def use_cli_configfiles_only():
@@ -129,12 +134,35 @@ def get_model_json(wildcards):
     return shlex.quote(json.dumps(model_entry(wildcards.model), sort_keys=True))
 
 
-def get_batch_size(wildcards):
-    return model_entry(wildcards.model).get("batch_size", 8)
+def get_batch_size(wildcards, attempt):
+    """The model's batch size, halved on each retry (a failed GPU job most often ran out of memory).
+
+    A resource, not a param: params are rerun triggers, and a retry must not make the next
+    invocation rerun a job that succeeded with a smaller batch.
+    """
+    return max(1, model_entry(wildcards.model).get("batch_size", 8) // 2 ** (attempt - 1))
+
+
+def get_chunk_items(wildcards):
+    """Items per activation-store chunk, from the configured batch size (not the retry's).
+
+    A retried baseline_and_record resumes the partial store, which it can only if the chunks
+    keep their size when the batch shrinks.
+    """
+    return 4 * model_entry(wildcards.model).get("batch_size", 8)
 
 
 def get_gpus(wildcards):
+    """GPUs a model job holds: Snakemake's `gpu` resource (`--resources gpu=N` on a
+    workstation), which the Slurm executor requests as `--gpus=N` (none for gpus: 0)."""
     return model_entry(wildcards.model).get("gpus", 1)
+
+
+def get_mem_mb(wildcards, attempt):
+    """Host memory (MB) of a model job: models.<name>.mem_mb, default 32 GB with a GPU and 4 GB
+    without; each retry asks for that much more."""
+    entry = model_entry(wildcards.model)
+    return entry.get("mem_mb", 32000 if entry.get("gpus", 1) else 4000) * attempt
 
 
 def get_max_new_tokens():

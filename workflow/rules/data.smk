@@ -10,7 +10,7 @@ if is_demo_dataset():
         log:
             "logs/make_demo_data.log",
         conda:
-            "../../envs/culture-neurons.yaml"
+            "../../envs/data.yaml"
         params:
             out=lambda wildcards, output: Path(output.card).parent,
             args=get_demo_args,
@@ -30,7 +30,7 @@ rule prepare_data:
     log:
         f"logs/prepare_data/{dataset_name()}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/data.yaml"
     params:
         args=get_prepare_data_args,
         out_dir=lambda wildcards, output: Path(output.item_table).parent,

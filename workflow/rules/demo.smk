@@ -10,7 +10,7 @@ rule train_demo_model:
     wildcard_constraints:
         model="|".join(demo_model_names()) or "^$",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/model.yaml"
     threads: 2
     params:
         settings=get_demo_training_json,

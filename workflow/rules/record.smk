@@ -10,17 +10,20 @@ rule baseline_and_record:
     log:
         "logs/baseline_and_record/{model}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/model.yaml"
     threads: 2
     resources:
         gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        batch_size=get_batch_size,
     params:
         model=get_model_json,
-        batch_size=get_batch_size,
+        chunk_items=get_chunk_items,
         max_new_tokens=get_max_new_tokens(),
         baseline_dir=lambda wildcards, output: Path(output.evaluation).parent,
     shell:
         "culture-neurons --threads {threads} record --items {input.item_table} --data-report {input.data_report}"
         " --model-name {wildcards.model} --model {params.model}"
-        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --batch-size {resources.batch_size} --chunk-items {params.chunk_items}"
+        " --max-new-tokens {params.max_new_tokens}"
         " --store {output.store} --baseline-dir {params.baseline_dir} > {log} 2>&1"

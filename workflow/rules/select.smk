@@ -7,7 +7,7 @@ rule select:
     log:
         "logs/select/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/analysis.yaml"
     params:
         selector=get_selector_json,
         ratio=config["ratio"],
@@ -28,16 +28,17 @@ rule ablate:
     log:
         "logs/ablate/{model}/{selector}.log",
     conda:
-        "../../envs/culture-neurons.yaml"
+        "../../envs/model.yaml"
     resources:
         gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        batch_size=get_batch_size,
     params:
         model=get_model_json,
         sources=get_sources,
-        batch_size=get_batch_size,
         max_new_tokens=get_max_new_tokens(),
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
         " --masks {input.masks} --sources {params.sources}"
-        " --batch-size {params.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --batch-size {resources.batch_size} --max-new-tokens {params.max_new_tokens}"
         " --out-dir {output} > {log} 2>&1"

@@ -8,6 +8,7 @@ from typing import Any
 import transformers
 from packaging.version import Version
 
+from .gpus import job_placement
 from .spec import AdapterSpec
 
 # transformers 4.56 renamed `torch_dtype=` to `dtype=`; older releases pass an unknown `dtype=` on
@@ -34,6 +35,6 @@ def hub_kwargs(spec: AdapterSpec) -> dict[str, Any]:
 def model_kwargs(spec: AdapterSpec) -> dict[str, Any]:
     kwargs = hub_kwargs(spec)
     kwargs[DTYPE_KWARG] = spec.torch_dtype
-    if spec.device_map is not None:
-        kwargs["device_map"] = spec.device_map
+    # A workflow model entry's `gpus` spreads the model over the GPUs its job holds (gpus.py).
+    kwargs.update(job_placement(spec.device_map, spec.gpus, model=spec.path))
     return kwargs

@@ -27,6 +27,8 @@ class AdapterSpec:
     revision: str | None = None
     dtype: str = "auto"
     device_map: str | dict[str, Any] | None = None
+    # GPUs the job holds (the workflow's `gpus`); None: place as device_map says, nothing more.
+    gpus: int | None = None
     token_scope: str = "all"
     processor_kwargs: Mapping[str, Any] = field(default_factory=dict)
     model_class: str | None = None
@@ -38,6 +40,8 @@ class AdapterSpec:
             )
         if self.token_scope not in TOKEN_SCOPES:
             raise ValueError(f"token_scope must be one of {TOKEN_SCOPES}, got {self.token_scope!r}")
+        if self.gpus is not None and self.gpus < 0:
+            raise ValueError(f"gpus must be 0 or more, got {self.gpus}")
         if not self.path:
             raise ValueError("a model spec needs a path (hub id or local directory)")
 
