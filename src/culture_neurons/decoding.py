@@ -181,7 +181,8 @@ def greedy_decode(
     last_position = positions[:, :, -1]
     generated: list[list[int]] = [[] for _ in range(rows)]
     for step in range(max_new_tokens):
-        logits = head(out.last_hidden_state[:, -1]).float()
+        # .to(device): with a model spread over GPUs the head may sit on another one.
+        logits = head(out.last_hidden_state[:, -1]).float().to(device)
         if seen is not None:
             penalised = torch.where(
                 logits < 0,
