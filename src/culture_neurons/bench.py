@@ -152,10 +152,12 @@ def bench_items(adapter: ModelAdapter, sizes: BenchSizes, seed: int = 0) -> pd.D
     rows = []
     for i in range(sizes.n_items):
         target = int(rng.integers(low, high + 1))
+        options = [" ".join(rng.choice(WORDS, size=2)) for _ in range(4)]
         if adapter.takes_images:
             side = int(rng.choice([112, 168, 224]))
             image = _random_image(side, int(rng.choice([112, 168, 224])), seed + i)
-            question = " ".join(rng.choice(WORDS, size=max(1, target // 3)))
+            words = list(rng.choice(WORDS, size=high))
+            question = _question_to_fit(adapter, image, words, options, target)
         else:
             image = None
             question = " ".join(
@@ -166,7 +168,6 @@ def bench_items(adapter: ModelAdapter, sizes: BenchSizes, seed: int = 0) -> pd.D
                     size=max(1, target - template_tokens),
                 )
             )
-        options = [" ".join(rng.choice(WORDS, size=2)) for _ in range(4)]
         rows.append(
             {
                 "item_id": f"bench-{i}",
@@ -179,6 +180,28 @@ def bench_items(adapter: ModelAdapter, sizes: BenchSizes, seed: int = 0) -> pd.D
             }
         )
     return pd.DataFrame(rows)
+
+
+def _question_to_fit(
+    adapter: ModelAdapter, image: Any, words: list[str], options: list[str], target: int
+) -> str:
+    """As many of ``words`` as bring the whole prompt (template, image tokens) to ``target``
+    tokens; a word may take several tokens, so the count is measured, by bisection."""
+
+    def length(n: int) -> int:
+        item = {"question": " ".join(words[:n]), "options": options, "image": image}
+        return int(adapter.build_batch([item])["attention_mask"].sum())
+
+    low, high = 1, len(words)
+    if length(low) > target:
+        log.warning("a prompt of %d tokens cannot be made: its image alone takes more", target)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if length(middle) <= target:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[:low])
 
 
 def _random_image(height: int, width: int, seed: int):
@@ -306,14 +329,27 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mib": peak, "selected": int(mas
 
 
 # -------------------------------------------------------------------------------------- bench
-def run_bench(device: str, out_dir: Path, *, store: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    device: str,
+    out_dir: Path,
+    *,
+    store: Path | None = None,
+    sizes: BenchSizes | None = None,
+    selector_shape: tuple[int, int, int] = SELECTOR_SHAPE,
+) -> dict[str, Any]:
+    """Every figure of the benchmark into ``out_dir``/bench.json and bench.md.
+
+    ``sizes`` and ``selector_shape`` default to the issue's; smaller ones make a quick check.
+    """
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda, but torch sees no CUDA device")
-    sizes = CUDA_SIZES if device == "cuda" else CPU_SIZES
+    if sizes is None:
+        sizes = CUDA_SIZES if device == "cuda" else CPU_SIZES
     with tempfile.TemporaryDirectory() as tmp:
         adapter = cuda_model() if device == "cuda" else cpu_model(Path(tmp))
         result = _bench_model(adapter, sizes, device)
-    result["selectors_s"] = measure_selectors()
+    result["selectors_s"] = measure_selectors(selector_shape)
+    result["selector_shape"] = list(selector_shape)
     result["store_bytes_per_item_neuron"] = _store_bytes(store)
     result["store"] = str(store) if store else None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -500,10 +536,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"| engine_decode_share | {result['engine_decode_share']:.2f} | profile: share of the "
         "engine's time spent in decode steps 2-20 |",
     ]
+    shape = "x".join(map(str, result.get("selector_shape", SELECTOR_SHAPE)))
     for method, numbers in result["selectors_s"].items():
         lines.append(
-            f"| selectors_s.{method} | {numbers['seconds']:.2f} | full-size aggregates "
-            f"{'x'.join(map(str, SELECTOR_SHAPE))}; peak RSS {numbers['peak_rss_mib']:.0f} MiB |"
+            f"| selectors_s.{method} | {numbers['seconds']:.2f} | aggregates {shape}; "
+            f"peak RSS {numbers['peak_rss_mib']:.0f} MiB |"
         )
     store = result["store_bytes_per_item_neuron"]
     lines.append(

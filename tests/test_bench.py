@@ -1,0 +1,70 @@
+"""`culture-neurons bench` on small sizes: every key written, and the figures that are not
+timings (answer agreement, prompt lengths, mask sizes) hold. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from culture_neurons.bench import BenchSizes, run_bench
+
+KEYS = {
+    "device",
+    "record_overhead",
+    "masked_items_per_s",
+    "naive_items_per_s",
+    "speedup_vs_naive",
+    "hf_best_batch_items_per_s",
+    "answer_agreement",
+    "selectors_s",
+    "store_bytes_per_item_neuron",
+}
+
+SMALL = BenchSizes(
+    n_items=3,
+    n_masks=2,
+    prompt_tokens=(150, 300),
+    batch_size=4,
+    naive_pairs=6,
+    hf_batches=(2, 4),
+    max_new_tokens=4,
+    record_repeats=1,
+)
+
+
+@pytest.fixture
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bench_writes_every_figure_and_the_engine_answers_as_generate(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    result = run_bench("cpu", tmp_path, sizes=SMALL, selector_shape=(3, 2, 200))
+
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written.keys() >= KEYS
+    assert written["device"].startswith("cpu")
+    # float32: the batched multi-mask engine answers exactly as generate() one pair at a time.
+    assert written["answer_agreement"] == 1.0 == written["choice_agreement"]
+    assert written["naive_items_per_s"] > 0 and written["record_overhead"] > 0
+    low, high = SMALL.prompt_tokens
+    assert low <= written["sizes"]["prompt_tokens_min"] <= written["sizes"]["prompt_tokens_max"]
+    assert written["sizes"]["prompt_tokens_max"] <= high
+    neurons = written["model"]["decoder_layers"] * written["model"]["mlp_neurons_per_layer"]
+    assert written["sizes"]["neurons_off_per_mask"] == round(0.01 * neurons)
+    assert {"rnd", "lap", "lape", "mad", "cas"} <= written["selectors_s"].keys()
+    # 1% of 3 x 2 x 200 neurons per culture: the selector ran on the shape it was given.
+    assert all(s["selected"] == 3 * 4 for s in written["selectors_s"].values())
+    assert written["store_bytes_per_item_neuron"] is None
+    assert result["masked_items_per_s"] == written["masked_items_per_s"]
+
+    markdown = (tmp_path / "bench.md").read_text()
+    for key in ("masked_items_per_s", "record_overhead", "selectors_s.cas", "3x2x200"):
+        assert key in markdown
