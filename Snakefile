@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 use_cli_configfiles_only()
 validate(config, "workflow/schemas/config.schema.yaml")
 check_demo_models()
+check_batch_sizes()
 
 
 include: "workflow/rules/data.smk"

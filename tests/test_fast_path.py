@@ -11,14 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons import engine
+from culture_neurons import batch_memory, cli, engine
 from culture_neurons.decoding import OutOfMemoryError
 from culture_neurons.engine import answer_masked, reference_answers
 from culture_neurons.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.record import split_rows
 from tests.cvqa_fixture import write_fixture, write_grouping
+from tests.fake_memory import FakeMemory
 
 pytest_plugins = ["tests.tiny_models"]
+
+GPU0 = torch.device("cuda", 0)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +123,85 @@ def test_out_of_memory_at_batch_one_is_raised(load_tiny, evaluation, monkeypatch
     monkeypatch.setattr(engine, "greedy_decode", never_fits)
     with pytest.raises(OutOfMemoryError):
         answer_masked(adapter, evaluation.head(1), None, batch_size=2, max_new_tokens=2)
+
+
+def test_the_engine_grows_its_batches_to_free_memory_without_changing_answers(
+    load_tiny,
+    evaluation,
+    one_torch_thread,
+    monkeypatch,
+) -> None:
+    adapter = load_tiny("qwen2_5_vl")
+    keep = _random_keep(adapter, 3, seed=4)
+    expected = answer_masked(adapter, evaluation, keep, batch_size=2, max_new_tokens=5)
+
+    # Room for 0.85 * 2e6 / (1000 * tokens) rows: a handful at the tiny model's prompt lengths.
+    memory = FakeMemory({GPU0: 2_000_000}, {GPU0: 1000})
+    monkeypatch.setattr(batch_memory, "model_memory", lambda model: memory)
+    real_decode = engine.greedy_decode
+    batches: list[tuple[int, int]] = []
+
+    def decode_and_account(adapter, prompts, **kwargs):
+        tokens = max(p.length for p in prompts) + kwargs["max_new_tokens"]
+        memory.batch = (len(prompts), tokens)
+        batches.append(memory.batch)
+        return real_decode(adapter, prompts, **kwargs)
+
+    monkeypatch.setattr(engine, "greedy_decode", decode_and_account)
+    got = answer_masked(
+        adapter, evaluation, keep, batch_size=2, max_new_tokens=5, max_batch_size=64
+    )
+    assert memory.starts == len(batches)
+    assert batches[0][0] == 2  # measured at the configured size first
+    assert max(rows for rows, _ in batches[1:]) > 2  # then grown
+    for rows, tokens in batches[1:]:
+        assert rows <= max(1, int(0.85 * 2_000_000 // (1000 * tokens)))
+    for a, b in zip(expected, got, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_out_of_memory_error_lowers_the_ceiling_of_a_growing_run(
+    load_tiny,
+    evaluation,
+    one_torch_thread,
+    monkeypatch,
+) -> None:
+    adapter = load_tiny("qwen2_5_vl")
+    keep = _random_keep(adapter, 3, seed=5)
+    expected = answer_masked(adapter, evaluation, keep, batch_size=2, max_new_tokens=4)
+    memory = FakeMemory({GPU0: 10**12}, {GPU0: 1})  # plenty, as far as the monitor can tell
+    monkeypatch.setattr(batch_memory, "model_memory", lambda model: memory)
+    real_decode = engine.greedy_decode
+    sizes: list[int] = []
+
+    def decode_until_five_rows(adapter, prompts, **kwargs):
+        sizes.append(len(prompts))
+        if len(prompts) > 5:  # what the monitor did not foresee
+            raise OutOfMemoryError("CUDA out of memory (simulated)")
+        memory.batch = (len(prompts), max(p.length for p in prompts))
+        return real_decode(adapter, prompts, **kwargs)
+
+    monkeypatch.setattr(engine, "greedy_decode", decode_until_five_rows)
+    got = answer_masked(
+        adapter, evaluation, keep, batch_size=2, max_new_tokens=4, max_batch_size=16
+    )
+    assert sizes[:3] == [2, 16, 8]  # measured, grown to the ceiling, halved...
+    assert sizes[3] == 4 and max(sizes[3:]) <= 4  # ...until it fits, and it stays below
+    for a, b in zip(expected, got, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("command", ["record", "ablate"])
+def test_cli_rejects_a_ceiling_below_the_batch_size_before_reading_anything(
+    command, tmp_path, caplog
+):
+    missing = str(tmp_path / "missing")
+    common = ["--items", missing, "--model", "{}", "--batch-size", "8", "--max-batch-size", "4"]
+    extra = {
+        "record": ["--data-report", missing, "--model-name", "m", "--store", missing,
+                   "--baseline-dir", missing],
+        "ablate": ["--masks", missing, "--out-dir", missing],
+    }[command]  # fmt: skip
+    assert cli.main([command, *common, *extra]) == 2
+    assert "--max-batch-size 4 is below --batch-size 8" in caplog.text
+    assert not any(tmp_path.iterdir())

@@ -65,6 +65,7 @@ def test_shipped_configs_are_valid(name):
         (lambda c: next(iter(c["models"].values())).update(family="bert"), "family"),
         (lambda c: next(iter(c["models"].values())).update(batch_size=0), "batch_size"),
         (lambda c: next(iter(c["models"].values())).update(mem_mb=0), "mem_mb"),
+        (lambda c: next(iter(c["models"].values())).update(max_batch_size=-1), "max_batch_size"),
         (lambda c: c["dataset"].update(source="hub", hub_id="afaji/cvqa"), "revision"),
     ],
 )

@@ -15,6 +15,20 @@ from culture_neurons.errors import InputError
 log = logging.getLogger("culture_neurons")
 
 
+def _adaptive_ceiling(args: argparse.Namespace) -> int | None:
+    """``--max-batch-size``, checked before a model loads; 0 keeps ``--batch-size`` fixed."""
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_batch_size == 0:
+        return None
+    if args.max_batch_size < args.batch_size:
+        raise InputError(
+            f"--max-batch-size {args.max_batch_size} is below --batch-size {args.batch_size} "
+            "(0 keeps the batch size fixed)"
+        )
+    return args.max_batch_size
+
+
 def _none_if_empty(value: str | None) -> str | None:
     return value or None
 
@@ -73,6 +87,7 @@ def cmd_record(args: argparse.Namespace) -> None:
     )
     from culture_neurons.split import EVALUATION, IDENTIFICATION
 
+    ceiling = _adaptive_ceiling(args)
     items = pd.read_parquet(args.items)
     fingerprint = json.loads(Path(args.data_report).read_text())["fingerprint"]
     adapter = load_adapter(model_spec_from_config(json.loads(args.model)))
@@ -100,6 +115,7 @@ def cmd_record(args: argparse.Namespace) -> None:
         split_rows(items, EVALUATION),
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        max_batch_size=ceiling,
     )
     evaluation.to_parquet(baseline_dir / f"{EVALUATION}.parquet", index=False)
     log.info(
@@ -223,6 +239,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     from culture_neurons.record import split_rows
     from culture_neurons.split import EVALUATION
 
+    ceiling = _adaptive_ceiling(args)
     selected, cultures, _ = read_masks(args.masks)
     sources = cultures if args.sources == ["all"] else args.sources
     keep = keep_masks(selected, sources, cultures)
@@ -240,6 +257,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         desc=f"ablate {','.join(sources)}",
+        max_batch_size=ceiling,
     )
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -386,6 +404,13 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-name", required=True)
     p.add_argument("--model", required=True, help="the models: entry as JSON")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        help="on CUDA, let batches grow beyond --batch-size up to this many rows as free memory "
+        "allows (measured on earlier batches); 0: the batch size stays fixed",
+    )
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
     p.add_argument(
         "--chunk-items",
@@ -429,6 +454,13 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--masks", required=True, help="results/{model}/masks/{selector}.zarr")
     p.add_argument("--sources", nargs="+", default=["all"], help="source cultures (or all)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=0,
+        help="on CUDA, let batches grow beyond --batch-size up to this many rows as free memory "
+        "allows (measured on earlier batches); 0: the batch size stays fixed",
+    )
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
     p.set_defaults(func=cmd_ablate)

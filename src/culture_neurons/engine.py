@@ -19,7 +19,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from culture_neurons import batch_memory
 from culture_neurons.answers import extract_choice, is_correct
+from culture_neurons.batch_memory import BatchSizer
 from culture_neurons.decoding import (
     GreedySettings,
     OutOfMemoryError,
@@ -167,13 +169,20 @@ def answer_all(
     batch_size: int,
     max_new_tokens: int,
     desc: str,
+    max_batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Unmasked greedy answers for every row (no recording): the evaluation baseline.
 
     The same fast path as the masked runs, so that a flip is never a difference of code paths.
     """
     return answer_masked(
-        adapter, rows, None, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=desc
+        adapter,
+        rows,
+        None,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        desc=desc,
+        max_batch_size=max_batch_size,
     )[0]
 
 
@@ -203,6 +212,7 @@ def answer_masked(
     max_new_tokens: int,
     desc: str = "ablate",
     window_rows: int | None = None,
+    max_batch_size: int | None = None,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
     per mask, rows in the order given.
@@ -211,14 +221,22 @@ def answer_masked(
     masks. An item's processor and vision encoder run once (`capture_prompts`) for all its masks.
     Within a window of ``window_rows`` pairs the items are sorted by prompt length, so a batch
     pads little; a row stops at its end-of-sequence token. An out-of-memory error halves the
-    batch instead of ending the run.
+    batch instead of ending the run. With ``max_batch_size`` (on CUDA), batches grow beyond
+    ``batch_size`` as far as free memory holds, measured on the batches before
+    (`culture_neurons.batch_memory`).
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
-    window_rows = window_rows or 8 * batch_size
-    items_per_window = max(1, min(window_rows // n_masks, 2 * batch_size))
+    largest = max(batch_size, max_batch_size or 0)
+    window_rows = window_rows or 8 * largest
+    items_per_window = max(1, min(window_rows // n_masks, 2 * largest))
     texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
-    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, batch_size)
+    sizer = BatchSizer(
+        batch_size,
+        ceiling=max_batch_size,
+        memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
+    )
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer)
     all_items = prompt_items(rows)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
@@ -240,7 +258,8 @@ def answer_masked(
 
 
 class _BatchRunner:
-    """Runs (item, mask) pairs in batches, halving the batch after an out-of-memory error."""
+    """Runs (item, mask) pairs in batches sized by a `BatchSizer`, halving the batch after an
+    out-of-memory error."""
 
     def __init__(
         self,
@@ -248,13 +267,26 @@ class _BatchRunner:
         keep: torch.Tensor | None,
         settings: GreedySettings,
         max_new_tokens: int,
-        batch_size: int,
+        sizer: BatchSizer,
     ) -> None:
         self.adapter = adapter
         self.keep = keep
         self.settings = settings
         self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
+        self.sizer = sizer
+
+    def _tokens(self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]) -> int:
+        """Padded width of a batch of ``chunk``, new tokens included."""
+        return max(prompts[item].length for item, _ in chunk) + self.max_new_tokens
+
+    def _next_chunk(
+        self, pairs: Sequence[tuple[int, int]], start: int, prompts: dict[int, Prompt]
+    ) -> Sequence[tuple[int, int]]:
+        # Pairs are sorted by length, so more rows only widen the batch: size it for the width
+        # of the batch its first guess would make, then for the width of that batch.
+        rows = self.sizer.rows_for(self._tokens(pairs[start : start + self.sizer.size], prompts))
+        rows = min(rows, self.sizer.rows_for(self._tokens(pairs[start : start + rows], prompts)))
+        return pairs[start : start + rows]
 
     def run(
         self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
@@ -262,17 +294,19 @@ class _BatchRunner:
         texts: list[str] = []
         start = 0
         while start < len(pairs):
-            chunk = pairs[start : start + self.batch_size]
+            chunk = self._next_chunk(pairs, start, prompts)
+            self.sizer.begin()
             try:
                 texts += self._answer(chunk, prompts)
             except OutOfMemoryError:
-                if self.batch_size == 1:
+                if len(chunk) == 1:
                     raise
-                self.batch_size = max(1, self.batch_size // 2)
-                log.warning("out of memory: batch size now %d", self.batch_size)
+                size = self.sizer.out_of_memory(len(chunk))
+                log.warning("out of memory at %d rows: batch size now %d", len(chunk), size)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
+            self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
             start += len(chunk)
             progress.update(len(chunk))
         return texts

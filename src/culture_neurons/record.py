@@ -125,8 +125,18 @@ def split_rows(items: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def evaluation_baseline(
-    adapter: ModelAdapter, rows: pd.DataFrame, *, batch_size: int, max_new_tokens: int
+    adapter: ModelAdapter,
+    rows: pd.DataFrame,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    max_batch_size: int | None = None,
 ) -> pd.DataFrame:
     return answer_all(
-        adapter, rows, batch_size=batch_size, max_new_tokens=max_new_tokens, desc="baseline"
+        adapter,
+        rows,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        desc="baseline",
+        max_batch_size=max_batch_size,
     )

@@ -118,6 +118,18 @@ def check_demo_models():
             )
 
 
+def check_batch_sizes():
+    for name in model_names():
+        entry = model_entry(name)
+        batch_size = entry.get("batch_size", 8)
+        ceiling = entry.get("max_batch_size", 0)
+        if 0 < ceiling < batch_size:
+            raise ValueError(
+                f"models.{name}.max_batch_size ({ceiling}) is below its batch_size "
+                f"({batch_size}); 0 keeps the batch size fixed"
+            )
+
+
 def get_demo_training_json(wildcards):
     return shlex.quote(
         json.dumps(model_entry(wildcards.model)["demo_training"], sort_keys=True)
@@ -140,7 +152,19 @@ def get_batch_size(wildcards, attempt):
     A resource, not a param: params are rerun triggers, and a retry must not make the next
     invocation rerun a job that succeeded with a smaller batch.
     """
-    return max(1, model_entry(wildcards.model).get("batch_size", 8) // 2 ** (attempt - 1))
+    return max(
+        1, model_entry(wildcards.model).get("batch_size", 8) // 2 ** (attempt - 1)
+    )
+
+
+def get_max_batch_size(wildcards, attempt):
+    """The ceiling of adaptive batches (models.<name>.max_batch_size; 0: a fixed batch size),
+    halved on each retry like the batch size and never below that attempt's batch size.
+    """
+    ceiling = model_entry(wildcards.model).get("max_batch_size", 0)
+    if not ceiling:
+        return 0
+    return max(get_batch_size(wildcards, attempt), ceiling // 2 ** (attempt - 1))
 
 
 def get_chunk_items(wildcards):

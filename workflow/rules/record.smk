@@ -16,6 +16,7 @@ rule baseline_and_record:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
         batch_size=get_batch_size,
+        max_batch_size=get_max_batch_size,
     params:
         model=get_model_json,
         chunk_items=get_chunk_items,
@@ -24,6 +25,7 @@ rule baseline_and_record:
     shell:
         "culture-neurons --threads {threads} record --items {input.item_table} --data-report {input.data_report}"
         " --model-name {wildcards.model} --model {params.model}"
-        " --batch-size {resources.batch_size} --chunk-items {params.chunk_items}"
+        " --batch-size {resources.batch_size} --max-batch-size {resources.max_batch_size}"
+        " --chunk-items {params.chunk_items}"
         " --max-new-tokens {params.max_new_tokens}"
         " --store {output.store} --baseline-dir {params.baseline_dir} > {log} 2>&1"

@@ -33,6 +33,7 @@ rule ablate:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
         batch_size=get_batch_size,
+        max_batch_size=get_max_batch_size,
     params:
         model=get_model_json,
         sources=get_sources,
@@ -40,5 +41,6 @@ rule ablate:
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
         " --masks {input.masks} --sources {params.sources}"
-        " --batch-size {resources.batch_size} --max-new-tokens {params.max_new_tokens}"
+        " --batch-size {resources.batch_size} --max-batch-size {resources.max_batch_size}"
+        " --max-new-tokens {params.max_new_tokens}"
         " --out-dir {output} > {log} 2>&1"
