@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from culture_neurons.batch_memory import BatchSizer
+from culture_neurons.batch_memory import BatchSizer, model_memory
 from tests.fake_memory import FakeMemory
 
 GPU0, GPU1 = torch.device("cuda", 0), torch.device("cuda", 1)
@@ -68,3 +68,20 @@ def test_out_of_memory_halves_the_size_and_lowers_the_ceiling() -> None:
 def test_bad_sizes_are_refused(start: int, ceiling: int | None) -> None:
     with pytest.raises(ValueError, match="batch size"):
         BatchSizer(start, ceiling=ceiling)
+
+
+def test_a_cpu_model_has_no_monitor_so_its_batches_stay_fixed() -> None:
+    assert model_memory(torch.nn.Linear(4, 4)) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_memory_sees_a_batch_peak_above_what_was_allocated_before() -> None:
+    model = torch.nn.Linear(4, 4).cuda()
+    monitor = model_memory(model)
+    assert monitor is not None and monitor.devices == [torch.device("cuda", 0)]
+    monitor.start()
+    block = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")
+    del block
+    (device,) = monitor.devices
+    assert monitor.used()[device] >= 64 * 2**20
+    assert 0 < monitor.available()[device] <= torch.cuda.get_device_properties(0).total_memory
