@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 from culture_neurons.bench import BenchSizes, run_bench
+
+pytest_plugins = ["tests.tiny_models"]  # one_torch_thread
 
 KEYS = {
     "device",
@@ -33,14 +32,6 @@ SMALL = BenchSizes(
     max_new_tokens=4,
     record_repeats=1,
 )
-
-
-@pytest.fixture
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_bench_writes_every_figure_and_the_engine_answers_as_generate(

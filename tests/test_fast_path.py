@@ -125,6 +125,19 @@ def test_out_of_memory_at_batch_one_is_raised(load_tiny, evaluation, monkeypatch
         answer_masked(adapter, evaluation.head(1), None, batch_size=2, max_new_tokens=2)
 
 
+def _run_on_fake_gpu(monkeypatch, memory: FakeMemory, before_decode) -> None:
+    """The engine sees ``memory`` as its model's GPU monitor, and calls
+    ``before_decode(prompts, max_new_tokens)`` before every batch it decodes (for real)."""
+    monkeypatch.setattr(batch_memory, "model_memory", lambda model: memory)
+    real_decode = engine.greedy_decode
+
+    def decode(adapter, prompts, **kwargs):
+        before_decode(prompts, kwargs["max_new_tokens"])
+        return real_decode(adapter, prompts, **kwargs)
+
+    monkeypatch.setattr(engine, "greedy_decode", decode)
+
+
 def test_the_engine_grows_its_batches_to_free_memory_without_changing_answers(
     load_tiny,
     evaluation,
@@ -137,17 +150,13 @@ def test_the_engine_grows_its_batches_to_free_memory_without_changing_answers(
 
     # Room for 0.85 * 2e6 / (1000 * tokens) rows: a handful at the tiny model's prompt lengths.
     memory = FakeMemory({GPU0: 2_000_000}, {GPU0: 1000})
-    monkeypatch.setattr(batch_memory, "model_memory", lambda model: memory)
-    real_decode = engine.greedy_decode
     batches: list[tuple[int, int]] = []
 
-    def decode_and_account(adapter, prompts, **kwargs):
-        tokens = max(p.length for p in prompts) + kwargs["max_new_tokens"]
-        memory.batch = (len(prompts), tokens)
+    def account(prompts, max_new_tokens):
+        memory.batch = (len(prompts), max(p.length for p in prompts) + max_new_tokens)
         batches.append(memory.batch)
-        return real_decode(adapter, prompts, **kwargs)
 
-    monkeypatch.setattr(engine, "greedy_decode", decode_and_account)
+    _run_on_fake_gpu(monkeypatch, memory, account)
     got = answer_masked(
         adapter, evaluation, keep, batch_size=2, max_new_tokens=5, max_batch_size=64
     )
@@ -170,18 +179,15 @@ def test_an_out_of_memory_error_lowers_the_ceiling_of_a_growing_run(
     keep = _random_keep(adapter, 3, seed=5)
     expected = answer_masked(adapter, evaluation, keep, batch_size=2, max_new_tokens=4)
     memory = FakeMemory({GPU0: 10**12}, {GPU0: 1})  # plenty, as far as the monitor can tell
-    monkeypatch.setattr(batch_memory, "model_memory", lambda model: memory)
-    real_decode = engine.greedy_decode
     sizes: list[int] = []
 
-    def decode_until_five_rows(adapter, prompts, **kwargs):
+    def fit_five_rows(prompts, max_new_tokens):
         sizes.append(len(prompts))
         if len(prompts) > 5:  # what the monitor did not foresee
             raise OutOfMemoryError("CUDA out of memory (simulated)")
         memory.batch = (len(prompts), max(p.length for p in prompts))
-        return real_decode(adapter, prompts, **kwargs)
 
-    monkeypatch.setattr(engine, "greedy_decode", decode_until_five_rows)
+    _run_on_fake_gpu(monkeypatch, memory, fit_five_rows)
     got = answer_masked(
         adapter, evaluation, keep, batch_size=2, max_new_tokens=4, max_batch_size=16
     )

@@ -395,14 +395,8 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prepare_data)
 
 
-def _add_record(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "record", help="baseline answers + activation statistics (identification split)"
-    )
-    p.add_argument("--items", required=True, help="results/data/{dataset}/items.parquet")
-    p.add_argument("--data-report", required=True, help="its report.json (for the fingerprint)")
-    p.add_argument("--model-name", required=True)
-    p.add_argument("--model", required=True, help="the models: entry as JSON")
+def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
+    """The batch flags of the subcommands that answer with a model (see `_adaptive_ceiling`)."""
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--max-batch-size",
@@ -411,6 +405,17 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
         help="on CUDA, let batches grow beyond --batch-size up to this many rows as free memory "
         "allows (measured on earlier batches); 0: the batch size stays fixed",
     )
+
+
+def _add_record(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record", help="baseline answers + activation statistics (identification split)"
+    )
+    p.add_argument("--items", required=True, help="results/data/{dataset}/items.parquet")
+    p.add_argument("--data-report", required=True, help="its report.json (for the fingerprint)")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", required=True, help="the models: entry as JSON")
+    _add_batch_size_args(p)
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
     p.add_argument(
         "--chunk-items",
@@ -453,14 +458,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the models: entry as JSON")
     p.add_argument("--masks", required=True, help="results/{model}/masks/{selector}.zarr")
     p.add_argument("--sources", nargs="+", default=["all"], help="source cultures (or all)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=0,
-        help="on CUDA, let batches grow beyond --batch-size up to this many rows as free memory "
-        "allows (measured on earlier batches); 0: the batch size stays fixed",
-    )
+    _add_batch_size_args(p)
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
     p.set_defaults(func=cmd_ablate)

@@ -118,11 +118,15 @@ def check_demo_models():
             )
 
 
+def configured_batch_sizes(name):
+    """models.<name>'s batch_size and max_batch_size (0: none) as configured, before retries."""
+    entry = model_entry(name)
+    return entry.get("batch_size", 8), entry.get("max_batch_size", 0)
+
+
 def check_batch_sizes():
     for name in model_names():
-        entry = model_entry(name)
-        batch_size = entry.get("batch_size", 8)
-        ceiling = entry.get("max_batch_size", 0)
+        batch_size, ceiling = configured_batch_sizes(name)
         if 0 < ceiling < batch_size:
             raise ValueError(
                 f"models.{name}.max_batch_size ({ceiling}) is below its batch_size "
@@ -152,16 +156,15 @@ def get_batch_size(wildcards, attempt):
     A resource, not a param: params are rerun triggers, and a retry must not make the next
     invocation rerun a job that succeeded with a smaller batch.
     """
-    return max(
-        1, model_entry(wildcards.model).get("batch_size", 8) // 2 ** (attempt - 1)
-    )
+    batch_size, _ = configured_batch_sizes(wildcards.model)
+    return max(1, batch_size // 2 ** (attempt - 1))
 
 
 def get_max_batch_size(wildcards, attempt):
     """The ceiling of adaptive batches (models.<name>.max_batch_size; 0: a fixed batch size),
     halved on each retry like the batch size and never below that attempt's batch size.
     """
-    ceiling = model_entry(wildcards.model).get("max_batch_size", 0)
+    _, ceiling = configured_batch_sizes(wildcards.model)
     if not ceiling:
         return 0
     return max(get_batch_size(wildcards, attempt), ceiling // 2 ** (attempt - 1))
@@ -173,7 +176,8 @@ def get_chunk_items(wildcards):
     A retried baseline_and_record resumes the partial store, which it can only if the chunks
     keep their size when the batch shrinks.
     """
-    return 4 * model_entry(wildcards.model).get("batch_size", 8)
+    batch_size, _ = configured_batch_sizes(wildcards.model)
+    return 4 * batch_size
 
 
 def get_gpus(wildcards):
