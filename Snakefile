@@ -24,6 +24,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/record.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/ablate.smk"
 include: "workflow/rules/analysis.smk"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from culture_neurons import bench
+from culture_neurons.benchmark import bench
 from culture_neurons.models import hooks
 
 

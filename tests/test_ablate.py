@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons.aggregate import aggregate
-from culture_neurons.engine import answer_all, answer_masked
-from culture_neurons.masks import keep_masks, read_masks, write_masks
-from culture_neurons.prepare import DatasetConfig, prepare_dataset
-from culture_neurons.record import split_rows
-from culture_neurons.store import create_or_resume
+from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
+from culture_neurons.data.split import split_rows
+from culture_neurons.inference.engine import answer_all, answer_masked
+from culture_neurons.record.aggregate import aggregate
+from culture_neurons.record.store import create_or_resume
+from culture_neurons.selection.masks import keep_masks, read_masks, write_masks
 from tests.cvqa_fixture import write_fixture, write_grouping
 
 pytest_plugins = ["tests.tiny_models"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from culture_neurons.answers import extract_choice, extract_choices, is_correct, normalize
+from culture_neurons.inference.answers import extract_choice, extract_choices, is_correct, normalize
 
 FESTIVALS = ["Diwali", "Holi", "Pongal", "Onam"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from culture_neurons.batch_memory import BatchSizer, model_memory
+from culture_neurons.inference.batch_memory import BatchSizer, model_memory
 from tests.fake_memory import FakeMemory
 
 GPU0, GPU1 = torch.device("cuda", 0), torch.device("cuda", 1)

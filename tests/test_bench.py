@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from culture_neurons.bench import BenchSizes, run_bench
+from culture_neurons.benchmark.bench import BenchSizes, run_bench
 
 pytest_plugins = ["tests.tiny_models"]  # one_torch_thread
 

@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
+from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.demo.generate import generate_demo_dataset
 from culture_neurons.demo.model import build_demo_tokenizer, train_demo_model
-from culture_neurons.engine import answer_all
+from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
-from culture_neurons.prepare import DatasetConfig, prepare_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons import batch_memory, cli, engine
-from culture_neurons.decoding import OutOfMemoryError
-from culture_neurons.engine import answer_masked, reference_answers
-from culture_neurons.prepare import DatasetConfig, prepare_dataset
-from culture_neurons.record import split_rows
+from culture_neurons import cli
+from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
+from culture_neurons.data.split import split_rows
+from culture_neurons.inference import batch_memory, engine
+from culture_neurons.inference.decoding import OutOfMemoryError
+from culture_neurons.inference.engine import answer_masked, reference_answers
 from tests.cvqa_fixture import write_fixture, write_grouping
 from tests.fake_memory import FakeMemory
 

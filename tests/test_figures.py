@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from culture_neurons.errors import InputError
-from culture_neurons.figures import (
+from culture_neurons.analysis.figures import (
     MAX_ANNOTATED,
     plot_ablation_heatmaps,
     plot_baseline_accuracy,
     plot_layer_distribution,
 )
+from culture_neurons.errors import InputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from culture_neurons.errors import InputError
-from culture_neurons.metrics import (
+from culture_neurons.analysis.metrics import (
     AVERAGE,
     MATRIX_COLUMNS,
     SUMMARY_COLUMNS,
@@ -23,7 +22,7 @@ from culture_neurons.metrics import (
     write_matrix,
     write_summary,
 )
-from culture_neurons.tables import (
+from culture_neurons.analysis.tables import (
     NOTE_SIGNIFICANT,
     format_table2,
     selector_column,
@@ -31,6 +30,7 @@ from culture_neurons.tables import (
     table2_values,
     write_table2,
 )
+from culture_neurons.errors import InputError
 
 
 def answers(rows: list[tuple[str, str, int, str, int, int]]) -> pd.DataFrame:

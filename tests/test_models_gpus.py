@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from culture_neurons.cli import model_spec_from_config
 from culture_neurons.models import AdapterSpec
 from culture_neurons.models.gpus import (
     WEIGHT_SHARE,
@@ -15,6 +14,7 @@ from culture_neurons.models.gpus import (
     visible_devices,
 )
 from culture_neurons.models.loading import model_kwargs
+from culture_neurons.models.spec import model_spec_from_config
 
 GIB = 1024**3
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from culture_neurons.cli import main
-from culture_neurons.cvqa import parse_options, parse_subset
-from culture_neurons.grouping import GroupingError, load_grouping
-from culture_neurons.prepare import DatasetConfig, prepare_dataset
-from culture_neurons.split import assign_splits
+from culture_neurons.data.cvqa import parse_options, parse_subset
+from culture_neurons.data.grouping import GroupingError, load_grouping
+from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
+from culture_neurons.data.split import assign_splits
 from tests.cvqa_fixture import BAD_ROWS, DUPLICATE_ID, GOOD_PER_PAIR, write_fixture, write_grouping
 
 
@@ -103,7 +103,7 @@ def test_prepare_groups_splits_and_reports(source, grouping, tmp_path):
 
 
 def test_image_reference_points_at_the_right_row(source, grouping, tmp_path):
-    from culture_neurons.images import load_image
+    from culture_neurons.data.images import load_image
     from tests.cvqa_fixture import png_bytes
 
     prepare_dataset(config_for(source, grouping), tmp_path / "out")

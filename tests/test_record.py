@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 import zarr
 
-from culture_neurons.engine import answer_all
-from culture_neurons.prepare import DatasetConfig, prepare_dataset
-from culture_neurons.record import (
+from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
+from culture_neurons.data.split import split_rows
+from culture_neurons.inference.engine import answer_all
+from culture_neurons.record.recording import (
     baseline_table_from_store,
     partial_path,
     record_identification,
-    split_rows,
     store_attrs,
 )
-from culture_neurons.store import StoreMismatchError
+from culture_neurons.record.store import StoreMismatchError
 from tests.cvqa_fixture import write_fixture, write_grouping
 
 pytest_plugins = ["tests.tiny_models"]

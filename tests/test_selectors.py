@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from culture_neurons.selectors import (
+from culture_neurons.selection.selectors import (
     METHODS,
     _entropy,
     activation_probability,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import zarr
 
-from culture_neurons import store as store_module
-from culture_neurons.store import (
+from culture_neurons.record import store as store_module
+from culture_neurons.record.store import (
     MAX_COUNT,
     StoreMismatchError,
     create_or_resume,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import update_config
 
-from culture_neurons.masks import ALL_CULTURES
-from culture_neurons.selectors import is_culture_independent
+from culture_neurons.selection.masks import ALL_CULTURES
+from culture_neurons.selection.selectors import is_culture_independent
 
 # envs/*.post-deploy.sh install this checkout into each rule kind's conda environment (a
 # checkout at another path on the compute nodes can be named by setting the variable).

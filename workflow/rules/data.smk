@@ -1,23 +1,3 @@
-if is_demo_dataset():
-
-    rule make_demo_data:
-        input:
-            spec=config["dataset"]["demo"]["spec"],
-        output:
-            shards=get_demo_shards(),
-            card=f"{config['dataset']['local_dir']}/README.md",
-            generation=f"{config['dataset']['local_dir']}/generation.json",
-        log:
-            "logs/make_demo_data.log",
-        conda:
-            "../../envs/data.yaml"
-        params:
-            out=lambda wildcards, output: Path(output.card).parent,
-            args=get_demo_args,
-        shell:
-            "culture-neurons make-demo --out {params.out} {params.args} > {log} 2>&1"
-
-
 rule prepare_data:
     input:
         shards=get_prepare_data_input,

@@ -15,6 +15,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -28,7 +29,9 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw
 
-from culture_neurons.cvqa import CVQA_COLUMNS
+from culture_neurons.data.cvqa import CVQA_COLUMNS
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
@@ -678,4 +681,27 @@ def generate_demo_dataset(
         json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     (out_dir / "README.md").write_text(_readme(summary), encoding="utf-8")
+    return summary
+
+
+def make_demo_stage(
+    spec: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 1234,
+    test_items_per_pair: int = 64,
+    train_items_per_pair: int = 320,
+    image_size: int = 112,
+) -> dict:
+    """The make-demo stage (rule `make_demo_data`): `generate_demo_dataset` from the cultures
+    spec file ``spec`` into ``out``; returns the generation summary."""
+    summary = generate_demo_dataset(
+        Path(spec),
+        Path(out),
+        seed=seed,
+        test_items_per_pair=test_items_per_pair,
+        train_items_per_pair=train_items_per_pair,
+        image_size=image_size,
+    )
+    log.info("demo dataset written to %s: %s", out, json.dumps(summary, default=str)[:500])
     return summary

@@ -27,7 +27,7 @@ from transformers import (
     Qwen2VLImageProcessor,
 )
 
-from culture_neurons.engine import prompt_items
+from culture_neurons.inference.engine import prompt_items
 from culture_neurons.models.prompt import build_prompt_text
 from culture_neurons.models.qwen2_5_vl import Qwen2_5_VLAdapter
 from culture_neurons.models.qwen_processing import QwenVLImageProcessorStandIn

@@ -62,3 +62,17 @@ class AdapterSpec:
     def torch_dtype(self) -> torch.dtype | str:
         """The dtype for `from_pretrained`: a torch dtype, or "auto" for the checkpoint's own."""
         return "auto" if self.dtype == "auto" else _DTYPES[self.dtype]
+
+
+def model_spec_from_config(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
+    spec = {
+        key: entry[key]
+        for key in ("family", "path", "revision", "dtype", "device_map", "gpus", "token_scope")
+        if entry.get(key) is not None
+    }
+    if entry.get("model_class"):
+        spec["model_class"] = entry["model_class"]
+    if entry.get("processor"):
+        spec["processor_kwargs"] = entry["processor"]
+    return spec

@@ -1,9 +1,9 @@
 """Batched greedy answering: the unmasked baseline (with activation recording) and masked runs.
 
 Each batch is one prompt per row, left-padded, decoded by the fast path of
-`culture_neurons.decoding`; the row's answer is scored with the paper's Algorithm 1. Recording
-reduces the prefill's act_fn outputs on the device (see `culture_neurons.models.hooks`); masking
-multiplies them by the row's own keep mask, so many masks share one batch.
+`culture_neurons.inference.decoding`; the row's answer is scored with the paper's Algorithm 1.
+Recording reduces the prefill's act_fn outputs on the device (see `culture_neurons.models.hooks`);
+masking multiplies them by the row's own keep mask, so many masks share one batch.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from culture_neurons import batch_memory
-from culture_neurons.answers import extract_choice, is_correct
-from culture_neurons.batch_memory import BatchSizer
-from culture_neurons.decoding import (
+from culture_neurons.data.images import load_image
+from culture_neurons.inference import batch_memory
+from culture_neurons.inference.answers import extract_choice, is_correct
+from culture_neurons.inference.batch_memory import BatchSizer
+from culture_neurons.inference.decoding import (
     GreedySettings,
     OutOfMemoryError,
     Prompt,
     capture_prompts,
     greedy_decode,
 )
-from culture_neurons.images import load_image
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.models.hooks import KeepMasks
@@ -223,7 +223,7 @@ def answer_masked(
     pads little; a row stops at its end-of-sequence token. An out-of-memory error halves the
     batch instead of ending the run. With ``max_batch_size`` (on CUDA), batches grow beyond
     ``batch_size`` as far as free memory holds, measured on the batches before
-    (`culture_neurons.batch_memory`).
+    (`culture_neurons.inference.batch_memory`).
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from PIL import Image
 
-from culture_neurons.cvqa import HUB_PREFIX, load_hub_dataset, parse_hub_reference
+from culture_neurons.data.cvqa import HUB_PREFIX, load_hub_dataset, parse_hub_reference
 
 
 def decode_image(image: dict[str, Any] | None, *, draft: bool = False) -> Image.Image:

@@ -118,7 +118,7 @@ def plot_ablation_heatmaps(matrix: pd.DataFrame, title: str, out_prefix: str | P
     A culture-independent selector (source ``ALL``) gives one row.
 
     Args:
-        matrix: :func:`culture_neurons.metrics.ablation_matrix` of one selector.
+        matrix: :func:`culture_neurons.analysis.metrics.ablation_matrix` of one selector.
         title: figure title, e.g. ``"Qwen2.5-VL-7B, CAS"``.
         out_prefix: path without extension.
 
@@ -237,8 +237,9 @@ def plot_baseline_accuracy(table: pd.DataFrame, out_prefix: str | Path) -> list[
     distributions). Each panel's legend gives the median over cultures of both splits.
 
     Args:
-        table: :func:`culture_neurons.metrics.baseline_accuracy`, optionally with a ``model``
-            column (one panel per model, in order of appearance); without it, one panel.
+        table: :func:`culture_neurons.analysis.metrics.baseline_accuracy`, optionally with a
+            ``model`` column (one panel per model, in order of appearance); without it, one
+            panel.
         out_prefix: path without extension.
     """
     missing = [c for c in ("culture", "split", "accuracy") if c not in table.columns]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from culture_neurons.store import ActivationStore
+from culture_neurons.record.store import ActivationStore
 
 log = logging.getLogger(__name__)
 

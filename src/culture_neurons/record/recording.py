@@ -14,10 +14,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from culture_neurons import __version__
-from culture_neurons.engine import answer_all, answer_batch, answer_table, batches
+from culture_neurons.inference.engine import answer_all, answer_batch, answer_table, batches
 from culture_neurons.models.base import ModelAdapter
-from culture_neurons.split import EVALUATION, IDENTIFICATION
-from culture_neurons.store import ActivationStore, create_or_resume, open_store
+from culture_neurons.record.store import ActivationStore, create_or_resume, open_store
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +115,6 @@ def store_attrs(adapter: ModelAdapter, dataset_fingerprint: str, model_name: str
         "dataset_fingerprint": dataset_fingerprint,
         "package_version": __version__,
     }
-
-
-def split_rows(items: pd.DataFrame, split: str) -> pd.DataFrame:
-    if split not in (IDENTIFICATION, EVALUATION):
-        raise ValueError(f"unknown split {split!r}")
-    return items[items["split"] == split].reset_index(drop=True)
 
 
 def evaluation_baseline(

@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from culture_neurons import __version__
-from culture_neurons.cvqa import (
+from culture_neurons.data.cvqa import (
     RawRow,
     SourceError,
     count_local_rows,
@@ -27,9 +27,9 @@ from culture_neurons.cvqa import (
     parse_options,
     parse_subset,
 )
-from culture_neurons.grouping import Grouping, GroupingError, load_grouping, own_group_code
-from culture_neurons.images import decode_image
-from culture_neurons.split import assign_splits
+from culture_neurons.data.grouping import Grouping, GroupingError, load_grouping, own_group_code
+from culture_neurons.data.images import decode_image
+from culture_neurons.data.split import assign_splits
 
 log = logging.getLogger(__name__)
 
@@ -429,3 +429,18 @@ def render_report_md(report: dict[str, Any]) -> str:
             f"{sum(train['excluded'].values())} {train['excluded'] or ''}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def prepare_stage(out_dir: str | Path, **dataset: Any) -> dict[str, Any]:
+    """The prepare-data stage (rule `prepare_data`): ``dataset`` holds the `DatasetConfig`
+    fields (the config's `dataset:` section); writes the items tables and the data report into
+    ``out_dir`` and returns the report."""
+    report = prepare_dataset(DatasetConfig(**dataset), out_dir)
+    log.info(
+        "%d items in %d cultures; label mode %s; %d rows excluded",
+        report["items"],
+        len(report["cultures"]),
+        report["label_mode"],
+        report["excluded_total"],
+    )
+    return report

@@ -28,8 +28,8 @@ import torch
 import transformers
 from tqdm import tqdm
 
-from culture_neurons.decoding import GreedySettings, capture_prompts, greedy_decode
-from culture_neurons.engine import answer_masked, prompt_items, reference_answers
+from culture_neurons.inference.decoding import GreedySettings, capture_prompts, greedy_decode
+from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
 from culture_neurons.models import apply_keep_masks, load_adapter, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
 
@@ -296,7 +296,7 @@ def measure_hf_best_batch(
 
 def measure_selectors(shape: tuple[int, int, int] = SELECTOR_SHAPE) -> dict[str, dict[str, float]]:
     """Seconds and peak memory of each selector on full-size aggregates, in its own process."""
-    from culture_neurons.selectors import METHODS
+    from culture_neurons.selection.selectors import METHODS
 
     results = {}
     for method in METHODS:
@@ -313,7 +313,7 @@ def measure_selectors(shape: tuple[int, int, int] = SELECTOR_SHAPE) -> dict[str,
 _SELECTOR_SCRIPT = """
 import json, resource, time
 import numpy as np
-from culture_neurons.selectors import select
+from culture_neurons.selection.selectors import select
 C, L, D = {shape}
 rng = np.random.default_rng(0)
 tokens = rng.integers(20_000, 200_000, size=C).astype(np.int64)
@@ -471,7 +471,7 @@ def _common_prefix(a: list[str], b: list[str]) -> int:
 
 
 def _choice(text: str, row: pd.Series) -> int:
-    from culture_neurons.answers import extract_choice
+    from culture_neurons.inference.answers import extract_choice
 
     choice = extract_choice(text, list(row["options"]))
     return -1 if choice is None else choice
@@ -486,7 +486,7 @@ def _device_name(device: str) -> str:
 def _store_bytes(store: Path | None) -> float | None:
     if store is None or not Path(store).exists():
         return None
-    from culture_neurons.store import store_bytes_per_item_neuron
+    from culture_neurons.record.store import store_bytes_per_item_neuron
 
     return store_bytes_per_item_neuron(store)
 
@@ -554,3 +554,19 @@ def render_markdown(result: dict[str, Any]) -> str:
             for d in result["answers_differing"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def bench_stage(device: str, out: str | Path, store: str | Path | None = None) -> dict[str, Any]:
+    """`culture-neurons bench`: `run_bench` into ``out``; logs the headline numbers and prints
+    the Markdown table."""
+    result = run_bench(device, Path(out), store=Path(store) if store else None)
+    log.info(
+        "engine %.2f items/s, naive %.2f (%.1fx), record overhead %.3f, agreement %.4f",
+        result["masked_items_per_s"],
+        result["naive_items_per_s"],
+        result["speedup_vs_naive"],
+        result["record_overhead"],
+        result["answer_agreement"],
+    )
+    print((Path(out) / "bench.md").read_text())
+    return result

@@ -8,8 +8,8 @@ averaged into one column whose header gives the number of seeds, e.g. ``RND (3 s
 Formatting follows the paper: two decimals; accuracy changes and gaps carry an explicit sign
 (+0.96, -4.64), flip rates (non-negative by construction) do not, except their gaps; "-" where a
 value does not exist (RND has no cross/gap; label-free runs have no accuracy). A gap whose 95%
-bootstrap interval (see :func:`culture_neurons.metrics.self_cross_summary`) excludes 0 is marked
-``*``; averaged seed columns get no mark, as their intervals cannot be combined. The paper's
+bootstrap interval (see :func:`culture_neurons.analysis.metrics.self_cross_summary`) excludes 0 is
+marked ``*``; averaged seed columns get no mark, as their intervals cannot be combined. The paper's
 bold "best in each setting" is not reproduced: "best" is not defined for the cross rows.
 
 The CSV repeats the model and metric on every row (one observation per row, for machines); the
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from culture_neurons.analysis.metrics import AVERAGE
 from culture_neurons.errors import InputError
-from culture_neurons.metrics import AVERAGE
 
 __all__ = [
     "METRICS",
@@ -119,7 +119,7 @@ def table2_values(
 
     Args:
         summaries: (model, selector instance) -> its
-            :func:`~culture_neurons.metrics.self_cross_summary`.
+            :func:`~culture_neurons.analysis.metrics.self_cross_summary`.
 
     Returns:
         ``(values, significant)``: two frames with the Table 2 index (VLM, Metric, Eval. Setting)
@@ -207,7 +207,7 @@ def table2(summaries: Mapping[tuple[Hashable, str], pd.DataFrame]) -> pd.DataFra
 
     Args:
         summaries: (model, selector instance name) -> its
-            :func:`~culture_neurons.metrics.self_cross_summary`. Models appear in insertion
+            :func:`~culture_neurons.analysis.metrics.self_cross_summary`. Models appear in insertion
             order; instances named ``<selector>-s<seed>`` are averaged into one column.
 
     Returns:

@@ -16,6 +16,8 @@ from typing import Protocol
 
 import torch
 
+from culture_neurons.errors import InputError
+
 
 class MemoryMonitor(Protocol):
     """Peak use and free memory per device, in bytes."""
@@ -124,3 +126,20 @@ class BatchSizer:
             self.ceiling = max(1, min(self.ceiling, rows // 2))
             self.size = min(self.size, self.ceiling)
         return self.size
+
+
+def checked_ceiling(batch_size: int, max_batch_size: int) -> int | None:
+    """The adaptive batch ceiling from the batch flags, checked before a model loads.
+
+    ``max_batch_size`` 0 keeps ``batch_size`` fixed (returns None).
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_batch_size == 0:
+        return None
+    if max_batch_size < batch_size:
+        raise InputError(
+            f"--max-batch-size {max_batch_size} is below --batch-size {batch_size} "
+            "(0 keeps the batch size fixed)"
+        )
+    return max_batch_size

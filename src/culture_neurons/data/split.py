@@ -41,3 +41,10 @@ def assign_splits(item_ids: pd.Series, pairs: pd.Series, seed: int) -> pd.Series
     split = pd.Series(EVALUATION, index=keys.index)
     split[rank < size // 2] = IDENTIFICATION
     return split.reindex(item_ids.index)
+
+
+def split_rows(items: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The items of one split, in table order (the artifact both recording and ablation read)."""
+    if split not in (IDENTIFICATION, EVALUATION):
+        raise ValueError(f"unknown split {split!r}")
+    return items[items["split"] == split].reset_index(drop=True)

@@ -13,10 +13,10 @@ Definitions (the paper's appendix B.3; all values in percent or percentage point
 * ``delta`` = ``acc_masked`` - ``acc_full``, paired over the same items.
 * ``flip_rate``: share of the target's items whose *predicted answer* changed (Eq. 11). The
   predicted answer is the extracted option index ``choice``; when neither run named an option
-  (``choice == -1`` in both) the answer is the normalised output text itself (lower-case,
-  collapsed white space, ``culture_neurons.answers.normalize``), so a change of free-form text
-  still counts as a flip, while two different wordings that name the same option do not. An item
-  that names an option in one run and none in the other has flipped.
+  (``choice == -1`` in both) the answer is the normalised output text itself (lower-case, collapsed
+  white space, ``culture_neurons.inference.answers.normalize``), so a change of free-form text still
+  counts as a flip, while two different wordings that name the same option do not. An item that
+  names an option in one run and none in the other has flipped.
 
 Confidence intervals are 95% percentile bootstraps over items, paired (one resample draws the same
 items for the baseline and the masked run) and seeded per target culture, so a cell's interval
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from culture_neurons.answers import normalize
 from culture_neurons.errors import InputError
+from culture_neurons.inference.answers import normalize
 
 __all__ = [
     "AVERAGE",
@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 NO_CHOICE = -1
-# Same value as culture_neurons.masks.ALL_CULTURES; not imported because that module pulls in torch.
+# Same value as culture_neurons.selection.masks.ALL_CULTURES; not imported because that module
+# pulls in torch.
 RANDOM_SOURCE = "ALL"
 # Source label of the summary rows that average over sources.
 AVERAGE = "average"
@@ -398,8 +399,8 @@ def baseline_accuracy(ident: pd.DataFrame, evaluation: pd.DataFrame) -> pd.DataF
 
     Returns one row per (culture, split) with ``n`` items, ``accuracy`` (%, NaN where labels are
     hidden) and ``no_choice`` (% of replies naming no option). For several models, concatenate
-    the tables with a ``model`` column; :func:`culture_neurons.figures.plot_baseline_accuracy`
-    draws one panel per model.
+    the tables with a ``model`` column;
+    :func:`culture_neurons.analysis.figures.plot_baseline_accuracy` draws one panel per model.
     """
     parts = []
     for split, table in (("identification", ident), ("evaluation", evaluation)):

@@ -1,0 +1,1 @@
+"""Ablate stage: answer the evaluation split with each source culture's neurons deactivated."""

@@ -1,0 +1,2 @@
+"""Analysis stages: accuracy change and flip-rate matrices with bootstrap intervals (`metrics`),
+the paper's Table 2 (`tables`), heatmaps and layer distributions (`figures`)."""

@@ -1,0 +1,1 @@
+"""`culture-neurons bench`: the engine, recording, selectors and store measured (`bench`)."""

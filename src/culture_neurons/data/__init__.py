@@ -1,0 +1,2 @@
+"""Data stage: read CVQA (`cvqa`), group country–language pairs into cultures (`grouping`), split
+50/50 per pair (`split`), load images (`images`); `prepare` validates and writes the items table."""

@@ -1,0 +1,3 @@
+"""Record stage: answer the identification split once, recording per-item activation statistics
+into a resumable Zarr store (`store`), and aggregate them per culture for selection
+(`aggregate`)."""

@@ -1,0 +1,2 @@
+"""Select stage: score neurons from the per-culture aggregates with a selector (`selectors`: RND,
+LAP, LAPE, MAD, CAS) and store the top share per culture as masks (`masks`)."""

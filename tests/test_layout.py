@@ -1,0 +1,76 @@
+"""The package layout mirrors the DAG: every subcommand calls one stage function of a subpackage,
+whose parameters are the subcommand's options; the old public imports keep working."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import typing
+from pathlib import Path
+
+import pytest
+
+from culture_neurons import cli
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "culture_neurons"
+GLOBAL_DESTS = {"help", "verbose", "threads", "command"}
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def stage_of(sub: argparse.ArgumentParser):
+    module, _, name = sub.get_default("stage").partition(":")
+    return importlib.import_module(module), getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("command", sorted(subcommands()))
+def test_a_subcommand_calls_one_stage_function_with_its_options(command):
+    sub = subcommands()[command]
+    module, stage = stage_of(sub)
+    assert module.__name__.count(".") == 2, f"{command}: stage outside a subpackage"
+    options = {a.dest for a in sub._actions} - GLOBAL_DESTS - {"stage"}
+    params = inspect.signature(stage).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    assert named <= options, f"{command}: the CLI cannot pass {named - options}"
+    assert accepts_any or options <= named, f"{command}: {options - named} reach no parameter"
+    assert stage.__doc__, f"{stage.__qualname__} has no docstring"
+    hints = typing.get_type_hints(stage)
+    assert "return" in hints and set(named) <= set(hints), f"{stage.__qualname__} lacks hints"
+
+
+def test_prepare_stage_takes_exactly_the_dataset_config_fields():
+    from culture_neurons.data.prepare import DatasetConfig
+
+    sub = subcommands()["prepare-data"]
+    options = {a.dest for a in sub._actions} - GLOBAL_DESTS - {"stage", "out_dir"}
+    assert options == set(DatasetConfig.__dataclass_fields__)
+
+
+def test_the_cli_module_defines_no_stage_logic():
+    functions = [n for n, f in vars(cli).items() if inspect.isfunction(f)]
+    stage_like = [n for n in functions if n.startswith("cmd_")]
+    assert not stage_like
+    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 300
+
+
+def test_at_most_four_modules_sit_directly_under_the_package():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= 4, modules
+
+
+def test_the_old_public_imports_still_work():
+    from culture_neurons.selectors import select as select_by_path
+
+    from culture_neurons import answers, selectors
+
+    assert selectors.select is select_by_path
+    assert answers.extract_choice("the cat", ["dog", "cat", "bird", "fish"]) == 1
+    assert answers.is_correct("the cat", ["dog", "cat", "bird", "fish"], 1)
+    import culture_neurons.answers as answers_by_path
+
+    assert answers_by_path is answers
