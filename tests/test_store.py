@@ -1,5 +1,5 @@
 """The activation store: chunked writes, resume after a kill, refusal to mix inputs, lossless
-compression and its size."""
+compression and its size; mask stores of the layout before labelled coordinates still read."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from culture_neurons.record.store import (
     open_store,
     store_bytes_per_item_neuron,
 )
+from culture_neurons.selection.masks import read_masks
 
 ITEMS = [f"item{i}" for i in range(10)]
 CULTURES = ["A", "B"] * 5
@@ -94,6 +95,28 @@ def test_store_schema_is_xarray_friendly(tmp_path):
     assert group["fire_count"].dtype == np.uint16
     assert list(group["item_id"][:]) == ITEMS
     assert group.attrs["model"] == "tiny"
+    # xarray's conventions: index arrays named like their dimension, per-item labels declared
+    # as coordinates by the data arrays (tests/test_xarray_coords.py opens it with xarray).
+    assert list(group["layer"][:]) == [0, 1] and list(group["neuron"][:]) == list(range(8))
+    for name in ("fire_count", "pos_sum", "tokens", "correct", "choice", "answer"):
+        assert group[name].attrs["coordinates"] == "item_id culture", name
+    assert "coordinates" not in group["chunk_done"].attrs
+
+
+def test_masks_written_before_labelled_coordinates_still_read(tmp_path):
+    # The old layout: names in a "cultures" array, no culture/layer/neuron coordinate arrays.
+    selected = np.zeros((2, 2, 3), dtype=bool)
+    selected[1, 0, 2] = True
+    group = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
+    group.create_array(
+        "selected", data=selected, chunks=(1, 2, 3), dimension_names=["culture", "layer", "neuron"]
+    )
+    names = group.create_array("cultures", shape=(2,), dtype=str, dimension_names=["culture"])
+    names[:] = np.asarray(["X", "Y"], dtype=str)
+    group.attrs.update({"selector": "lap"})
+    read, cultures, attrs = read_masks(tmp_path / "old.zarr")
+    np.testing.assert_array_equal(read, selected)
+    assert cultures == ["X", "Y"] and attrs == {"selector": "lap"}
 
 
 def test_counts_beyond_uint16_are_refused(tmp_path):

@@ -6,6 +6,10 @@ neuron]`` sum of positive outputs, ``tokens[item]`` valid tokens, ``item_id``, `
 ``correct[item]`` (1, 0, or -1 when labels are hidden), the unmasked answer (``answer[item]``,
 ``choice[item]``: extracted option, -1 for none) and ``chunk_done[chunk]``.
 
+Labels follow xarray's Zarr conventions, so ``xarray.open_zarr`` shows them as coordinates:
+``layer`` and ``neuron`` are index arrays named like their dimension, and every per-item data
+array lists ``item_id culture`` in its ``coordinates`` attribute.
+
 The two big arrays are compressed losslessly (:func:`neuron_codecs`): inside a chunk the values
 are laid out item-fastest, so one neuron's values over the chunk's items sit together, then
 bit-shuffled and compressed with zstd (Blosc). Counts and float32 sums read back bit for bit.
@@ -29,6 +33,9 @@ import zarr
 from culture_neurons.errors import InputError
 
 ITEM_ARRAYS = ("fire_count", "pos_sum", "tokens", "correct")
+# The attribute xarray itself writes on data arrays: it opens the arrays named there as
+# coordinates, so item labels stay attached to selections instead of being data variables.
+ITEM_COORDS: dict[str, str] = {"coordinates": "item_id culture"}
 # uint16 counts are exact up to 65,535 valid tokens per item (prompts are capped far below).
 COUNT_DTYPE = np.uint16
 MAX_COUNT = np.iinfo(COUNT_DTYPE).max
@@ -138,6 +145,7 @@ def create_or_resume(
         group.create_array(
             name, shape=(n_items, n_layers, n_neurons), chunks=block, dtype=dtype, fill_value=0,
             filters=filters, compressors=compressor, dimension_names=dims3,
+            attributes=ITEM_COORDS,
         )  # fmt: skip
     for name, dtype, fill in (
         ("tokens", np.uint32, 0),
@@ -146,11 +154,13 @@ def create_or_resume(
     ):
         group.create_array(
             name, shape=(n_items,), chunks=(chunk_items,), dtype=dtype, fill_value=fill,
-            dimension_names=["item"],
+            dimension_names=["item"], attributes=ITEM_COORDS,
         )  # fmt: skip
     group.create_array(
-        "answer", shape=(n_items,), chunks=(chunk_items,), dtype=str, dimension_names=["item"]
-    )
+        "answer", shape=(n_items,), chunks=(chunk_items,), dtype=str, dimension_names=["item"],
+        attributes=ITEM_COORDS,
+    )  # fmt: skip
+    write_index_coords(group, layer=n_layers, neuron=n_neurons)
     for name, values in (("item_id", item_ids), ("culture", cultures)):
         array = group.create_array(
             name, shape=(n_items,), chunks=(max(n_items, 1),), dtype=str, dimension_names=["item"]
@@ -166,6 +176,16 @@ def create_or_resume(
     # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
     tmp.rename(path)
     return ActivationStore(zarr.open_group(str(path), mode="r+"), path)
+
+
+def write_index_coords(group: zarr.Group, **sizes: int) -> None:
+    """An array ``0..n-1`` named like each dimension, which xarray takes as its index coordinate
+    (so ``.sel(layer=3)`` works)."""
+    for dim, n in sizes.items():
+        array = group.create_array(
+            dim, shape=(n,), chunks=(max(n, 1),), dtype=np.int64, dimension_names=[dim]
+        )
+        array[:] = np.arange(n, dtype=np.int64)
 
 
 def neuron_chunks(chunk_items: int, n_layers: int, n_neurons: int) -> tuple[int, int, int]:

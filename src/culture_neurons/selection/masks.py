@@ -1,6 +1,9 @@
 """Mask stores: ``selected[culture, layer, neuron]`` (bool) per selector, Zarr v3.
 
-A culture-independent selector (``rnd``) stores one row under the source name ``ALL``.
+A culture-independent selector (``rnd``) stores one row under the source name ``ALL``. The
+culture names are the ``culture`` array and ``layer``/``neuron`` hold ``0..n-1``: named like
+their dimensions, xarray opens them as index coordinates (``selected.sel(culture="X")``).
+Stores written before this layout name the cultures ``cultures``; :func:`read_masks` reads both.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 import zarr
 
 from culture_neurons.errors import InputError
+from culture_neurons.record.store import write_index_coords
 
 ALL_CULTURES = "ALL"
 
@@ -32,15 +36,18 @@ def write_masks(
     )
     array[:] = selected
     names = group.create_array(
-        "cultures", shape=(len(cultures),), dtype=str, dimension_names=["culture"]
+        "culture", shape=(len(cultures),), dtype=str, dimension_names=["culture"]
     )
     names[:] = np.asarray(cultures, dtype=str)
+    write_index_coords(group, layer=selected.shape[1], neuron=selected.shape[2])
     group.attrs.update(attrs)
 
 
 def read_masks(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, Any]]:
     group = zarr.open_group(str(path), mode="r")
-    return group["selected"][:], [str(c) for c in group["cultures"][:]], dict(group.attrs)
+    # Mask stores of earlier runs keep their names in "cultures" and must stay readable.
+    names = group["culture"] if "culture" in group else group["cultures"]
+    return group["selected"][:], [str(c) for c in names[:]], dict(group.attrs)
 
 
 def keep_masks(selected: np.ndarray, sources: list[str], cultures: list[str]) -> torch.Tensor:
