@@ -18,12 +18,14 @@ use_cli_configfiles_only()
 validate(config, "workflow/schemas/config.schema.yaml")
 check_demo_models()
 check_batch_sizes()
+check_controls()
 
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/record.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/stability.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/analysis.smk"
 

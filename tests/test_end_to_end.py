@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+import zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "demo-qwen25vl-tiny"
@@ -54,7 +55,11 @@ def finished_run(tmp_path_factory) -> Path:
     config["ratio"] = 0.05
     # A model trained for seconds answers almost nothing right: select from every item.
     config["only_correct"] = False
-    config["selectors"] = {"rnd": {"seeds": [0]}, "lap": {"alpha": 95}, "cas": {}}
+    config["selectors"] = {
+        "rnd": {"seeds": [0]}, "lap": {"alpha": 95}, "cas": {},
+        "rnd_matched": {"reference": "cas", "seeds": [0]},
+    }  # fmt: skip
+    config["stability"] = {"resamples": 4, "null_resamples": 2}
     config["generation"] = {"max_new_tokens": 3}
     config["bootstrap"] = {"n": 20, "seed": 0}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
@@ -81,6 +86,24 @@ def test_whole_dag_produces_every_artifact(finished_run):
             assert (work / f"results/figures/{MODEL}/{figure}{ext}").stat().st_size > 1000
     assert (work / "results/figures/baseline_accuracy.png").stat().st_size > 1000
     assert "demo model accuracy" in (work / f"logs/train_demo_model/{MODEL}.log").read_text()
+    control = f"results/{MODEL}/masks/rnd_matched-s0.zarr"
+    reference = f"results/{MODEL}/masks/cas.zarr"
+
+    matched, original = (
+        zarr.open_group(work / control)["selected"][:],
+        zarr.open_group(work / reference)["selected"][:],
+    )
+    assert (matched.sum(axis=2) == original.sum(axis=2)).all()
+    for name in ("stability", "overlap", "cas_significance"):
+        assert (work / f"results/figures/{MODEL}/{name}.png").stat().st_size > 1000
+    stability = pd.read_csv(work / f"results/{MODEL}/stability/summary.csv")
+    assert set(stability["selector"]) == {"lap", "cas"}
+    assert set(stability["kind"]) == {"bootstrap", "permuted"}
+    correlation = pd.read_csv(work / f"results/{MODEL}/overlap/correlation.csv")
+    assert set(correlation["selector"]) == {"lap", "cas", "rnd_matched-s0"}
+    assert "Sources with sig. Gap" in table2 and "RND-LM" in table2
+    significance = pd.read_csv(work / "results/summary/table2_significance.csv")
+    assert set(significance["selector"]) == {"lap", "cas", "rnd_matched-s0"}
     assert planned(work, "config.yaml") == {}
 
 
@@ -97,7 +120,24 @@ def test_selector_edit_plans_only_its_branch(finished_run, edit):
     edit(config["selectors"])
     (work / "edited.yaml").write_text(yaml.safe_dump(config))
     counts = planned(work, "edited.yaml")
-    assert counts == {"select": 1, "ablate": 1, "matrices": 1, "figures": 1, "summary": 1, "all": 1}
+    # The selector's own branch, and the per-model analyses that read every selector.
+    assert counts == {
+        "select": 1, "ablate": 1, "matrices": 1, "figures": 1, "stability": 1, "overlap": 1,
+        "summary": 1, "all": 1,
+    }  # fmt: skip
+
+
+def test_a_changed_reference_replans_its_layer_matched_control(finished_run):
+    work = finished_run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["selectors"]["cas"] = {"alpha": 90}
+    (work / "reference.yaml").write_text(yaml.safe_dump(config))
+    counts = planned(work, "reference.yaml")
+    # cas and rnd_matched-s0 (its control) each: select, ablate, matrices, figures.
+    assert counts == {
+        "select": 2, "ablate": 2, "matrices": 2, "figures": 2, "stability": 1, "overlap": 1,
+        "summary": 1, "all": 1,
+    }  # fmt: skip
 
 
 def test_added_model_plans_only_its_branch(finished_run):
@@ -108,9 +148,11 @@ def test_added_model_plans_only_its_branch(finished_run):
     }  # fmt: skip
     (work / "model.yaml").write_text(yaml.safe_dump(config))
     counts = planned(work, "model.yaml")
-    # Its own training, recording, 3 selectors x (select, ablate, matrices, figures);
-    # the shared baseline figure and summary follow. Nothing of the existing model reruns.
+    # Its own training, recording, 4 selectors x (select, ablate, matrices, figures), its
+    # stability and overlap; the shared baseline figure and summary follow. Nothing of the
+    # existing model reruns.
     assert counts == {
-        "train_demo_model": 1, "baseline_and_record": 1, "select": 3, "ablate": 3,
-        "matrices": 3, "figures": 3, "baseline_figure": 1, "summary": 1, "all": 1,
+        "train_demo_model": 1, "baseline_and_record": 1, "select": 4, "ablate": 4,
+        "matrices": 4, "figures": 4, "stability": 1, "overlap": 1, "baseline_figure": 1,
+        "summary": 1, "all": 1,
     }  # fmt: skip

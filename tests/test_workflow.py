@@ -65,6 +65,9 @@ def test_shipped_configs_are_valid(name):
         (lambda c: next(iter(c["models"].values())).update(mem_mb=0), "mem_mb"),
         (lambda c: next(iter(c["models"].values())).update(max_batch_size=-1), "max_batch_size"),
         (lambda c: c["dataset"].update(source="hub", hub_id="afaji/cvqa"), "revision"),
+        (lambda c: c.update(stability={"resamples": 0}), "resamples"),
+        (lambda c: c.update(stability={"resamples": -3}), "resamples"),
+        (lambda c: c.update(stability={"memory_gb": 0}), "memory_gb"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(mutate, key):
@@ -118,6 +121,27 @@ def test_bad_config_on_the_command_line_fails_the_dry_run():
     )
     assert result.returncode != 0
     assert "ratio" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("cass", "selectors.rnd_matched.reference: unknown selector 'cass'"),
+        ("rnd-s0", "'rnd-s0' (rnd) has no per-culture masks"),
+        (None, "selectors.rnd_matched.reference is missing"),
+    ],
+)
+def test_a_bad_control_reference_fails_the_dry_run_naming_the_key(tmp_path, reference, message):
+    config = copy.deepcopy(load("config.yaml"))
+    entry = {"seeds": [0]} if reference is None else {"reference": reference, "seeds": [0]}
+    config["selectors"]["rnd_matched"] = {"method": "rnd_matched", **entry}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
 
 
 def test_snakemake_lint_is_clean():
@@ -184,11 +208,12 @@ def test_added_model_plans_only_its_branch_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
     counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
-    n_selectors = 7  # rnd (3 seeds), lap, lape, mad, cas
+    n_selectors = 10  # rnd (3 seeds), rnd_matched (3 seeds), lap, lape, mad, cas
     assert counts == {
         "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
         "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
-        "baseline_figure": 1, "summary": 1, "all": 1, "total": 4 * n_selectors + 5,
+        "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1, "all": 1,
+        "total": 4 * n_selectors + 7,
     }  # fmt: skip
     # Every planned model job is the new model's; nothing of the finished one reruns.
     outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
@@ -291,7 +316,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
         "make_demo_data", "prepare_data", "train_demo_model", "baseline_and_record", "select",
-        "ablate", "matrices", "figures", "baseline_figure", "summary",
+        "ablate", "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
     }  # fmt: skip
     for name, (env, command) in rules.items():
         assert env is not None and command is not None, name

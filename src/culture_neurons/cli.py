@@ -12,7 +12,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from culture_neurons.errors import InputError
@@ -46,6 +46,14 @@ def _baseline_spec(value: str) -> tuple[str, tuple[str, str]]:
     return model, (tables[0], tables[1])
 
 
+def _named(value: str) -> tuple[str, str]:
+    """``NAME=PATH``."""
+    name, _, path = value.partition("=")
+    if not (name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH: {value!r}")
+    return name, path
+
+
 def _summary_spec(value: str) -> tuple[tuple[str, str], str]:
     """``MODEL:SELECTOR=summary.parquet``."""
     key, _, path = value.partition("=")
@@ -70,32 +78,20 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare-data", help="CVQA rows -> items.parquet + data report")
     p.add_argument("--name", required=True, help="dataset name (results/data/NAME)")
     p.add_argument("--source", choices=["local", "hub"], required=True)
-    p.add_argument(
-        "--local-dir", type=_none_if_empty, default=None, help="folder holding the parquet shards"
-    )
     p.add_argument("--files", default="data/test-*.parquet", help="shard glob under --local-dir")
-    p.add_argument(
-        "--train-files",
-        type=_none_if_empty,
-        default=None,
-        help="glob of a train portion (demo only)",
-    )
-    p.add_argument(
-        "--hub-id",
-        type=_none_if_empty,
-        default=None,
-        help="datasets.load_dataset id, e.g. afaji/cvqa",
-    )
-    p.add_argument(
-        "--revision", type=_none_if_empty, default=None, help="pinned hub revision (commit hash)"
-    )
+    optional = {
+        "--local-dir": "folder holding the parquet shards",
+        "--train-files": "glob of a train portion (demo only)",
+        "--hub-id": "datasets.load_dataset id, e.g. afaji/cvqa",
+        "--revision": "pinned hub revision (commit hash)",
+        "--labels-file": "item ID -> label (csv/tsv/json)",
+    }
+    for flag, text in optional.items():
+        p.add_argument(flag, type=_none_if_empty, help=text)
     p.add_argument("--language", choices=["english", "native"], default="english")
     p.add_argument("--grouping", required=True, help="TSV: country, language, culture")
     p.add_argument("--unknown-pair", choices=["error", "own_group"], default="error")
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument(
-        "--labels-file", type=_none_if_empty, default=None, help="item ID -> label (csv/tsv/json)"
-    )
     p.add_argument("--out-dir", required=True)
     p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
 
@@ -103,13 +99,8 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
 def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
     """The batch flags of the subcommands that answer with a model (see `checked_ceiling`)."""
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=0,
-        help="on CUDA, let batches grow beyond --batch-size up to this many rows as free memory "
-        "allows (measured on earlier batches); 0: the batch size stays fixed",
-    )
+    # On CUDA batches grow up to this many rows as measured free memory allows; 0: fixed size.
+    p.add_argument("--max-batch-size", type=int, default=0, help="adaptive batch ceiling (CUDA)")
 
 
 def _add_record(sub: argparse._SubParsersAction) -> None:
@@ -122,13 +113,8 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
     _add_batch_size_args(p)
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
-    p.add_argument(
-        "--chunk-items",
-        type=int,
-        default=None,
-        help="items per store chunk (default: batch size x chunk batches); the workflow fixes it "
-        "so that a retry with a smaller batch resumes the partial store",
-    )
+    # The workflow fixes it, so that a retry with a smaller batch resumes the partial store.
+    p.add_argument("--chunk-items", type=int, help="items per chunk (batch x chunk batches)")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
     p.add_argument("--baseline-dir", required=True, help="results/{model}/baseline")
@@ -158,6 +144,7 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--all-items", dest="only_correct", action="store_false", help="no correctness filter"
     )
+    p.add_argument("--reference-masks", type=_none_if_empty, help="masks a control matches")
     p.add_argument("--out", required=True, help="results/{model}/masks/{selector}.zarr")
     p.add_argument("--report", required=True, help="selection summary (JSON)")
     p.set_defaults(stage="culture_neurons.selection.stage:select_stage")
@@ -175,6 +162,34 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.ablation.stage:ablate_stage")
 
 
+def _add_stability(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stability", help="re-select on bootstrap resamples and permuted labels")
+    p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
+    p.add_argument("--selectors", type=_json_object, required=True, help="name -> params (JSON)")
+    p.add_argument("--ratio", type=float, required=True)
+    p.add_argument("--all-items", dest="only_correct", action="store_false")
+    p.add_argument("--model", default="")
+    for flag, kind, default in (("--resamples", int, 50), ("--null-resamples", int, 20),
+                                ("--seed", int, 0), ("--min-items", int, 5),
+                                ("--memory-gb", float, 1.5)):  # fmt: skip
+        p.add_argument(flag, type=kind, default=default)
+    for flag in ("--summary-out", "--jaccards-out", "--frequency-out", "--figure-prefix"):
+        p.add_argument(flag, required=True)
+    p.set_defaults(stage="culture_neurons.selection.stability_stage:stability_stage")
+
+
+def _add_overlap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("overlap", help="overlap of selected sets and its link to cross effects")
+    p.add_argument("--model", required=True)
+    for flag in ("--masks", "--matrices"):
+        p.add_argument(flag, nargs="+", type=_named, required=True, help="SELECTOR=PATH ...")
+    for flag in ("--selectors-out", "--pairs-out", "--correlation-out", "--figure-prefix"):
+        p.add_argument(flag, required=True)
+    p.add_argument("--n-boot", type=int, default=1000, help="culture resamples and permutations")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(stage="culture_neurons.analysis.stages:overlap_stage")
+
+
 def _add_matrices(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("matrices", help="source x target accuracy change and flip rate")
     p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
@@ -184,29 +199,25 @@ def _add_matrices(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out", required=True, help="results/{model}/matrices/{selector}.parquet")
     p.add_argument("--summary-out", required=True, help="self / cross / gap table (parquet)")
+    p.add_argument("--significance-out", help="per-source gap tests (parquet)")
     p.set_defaults(stage="culture_neurons.analysis.stages:matrices_stage")
 
 
 def _add_figures(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="heatmaps and layer distribution of one selector")
-    p.add_argument("--model", required=True)
-    p.add_argument("--selector", required=True)
-    p.add_argument("--matrix", required=True)
-    p.add_argument("--masks", required=True)
+    for flag in ("--model", "--selector", "--matrix", "--masks"):
+        p.add_argument(flag, required=True)
     p.add_argument("--heatmap-prefix", required=True)
     p.add_argument("--layers-prefix", required=True)
+    p.add_argument("--significance", help="per-source gap tests (parquet) to plot")
+    p.add_argument("--significance-prefix")
     p.set_defaults(stage="culture_neurons.analysis.stages:figures_stage")
 
 
 def _add_baseline_figure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline-figure", help="unmasked accuracy per culture and split")
-    p.add_argument(
-        "--baselines",
-        nargs="+",
-        type=_baseline_spec,
-        required=True,
-        help="MODEL=IDENT.parquet,EVAL.parquet ...",
-    )
+    spec = "MODEL=IDENT.parquet,EVAL.parquet ..."
+    p.add_argument("--baselines", nargs="+", type=_baseline_spec, required=True, help=spec)
     p.add_argument("--table", required=True, help="CSV of the plotted values")
     p.add_argument("--out-prefix", required=True)
     p.set_defaults(stage="culture_neurons.analysis.stages:baseline_figure_stage")
@@ -216,40 +227,25 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure the engine, recording, selectors and store")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
-    p.add_argument(
-        "--store",
-        default="results/demo-qwen25vl-tiny/activations.zarr",
-        help="activation store whose size to report (the demo's by default)",
-    )
+    demo_store = "results/demo-qwen25vl-tiny/activations.zarr"
+    p.add_argument("--store", default=demo_store, help="activation store whose size to report")
     p.set_defaults(stage="culture_neurons.benchmark.bench:bench_stage")
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="the paper's Table 2 over models and selectors")
-    p.add_argument(
-        "--summaries",
-        nargs="+",
-        type=_summary_spec,
-        required=True,
-        help="MODEL:SELECTOR=summary.parquet ...",
-    )
+    spec = "MODEL:SELECTOR=PATH ..."
+    p.add_argument("--summaries", nargs="+", type=_summary_spec, required=True, help=spec)
     p.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, .md and .tex")
+    p.add_argument("--significance", nargs="+", type=_summary_spec, help=spec)
     p.set_defaults(stage="culture_neurons.analysis.stages:summary_stage")
 
 
-PARSER_BUILDERS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_make_demo,
-    _add_prepare_data,
-    _add_train_demo,
-    _add_record,
-    _add_select,
-    _add_ablate,
-    _add_matrices,
-    _add_figures,
-    _add_baseline_figure,
-    _add_summary,
-    _add_bench,
-]
+# In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
+SUBCOMMANDS = [
+    "make_demo", "prepare_data", "train_demo", "record", "select", "ablate", "matrices",
+    "figures", "baseline_figure", "summary", "stability", "overlap", "bench",
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in PARSER_BUILDERS:
-        add(sub)
+    for name in SUBCOMMANDS:
+        globals()[f"_add_{name}"](sub)
     return parser
 
 

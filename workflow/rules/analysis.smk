@@ -5,6 +5,7 @@ rule matrices:
     output:
         matrix="results/{model}/matrices/{selector}.parquet",
         summary="results/{model}/matrices/{selector}.summary.parquet",
+        significance="results/{model}/matrices/{selector}.significance.parquet",
     log:
         "logs/matrices/{model}/{selector}.log",
     conda:
@@ -16,13 +17,15 @@ rule matrices:
     shell:
         "culture-neurons matrices --baseline {input.baseline} --ablations {params.tables}"
         " --selector {wildcards.selector} --n-boot {params.n_boot} --seed {params.seed}"
-        " --out {output.matrix} --summary-out {output.summary} > {log} 2>&1"
+        " --out {output.matrix} --summary-out {output.summary}"
+        " --significance-out {output.significance} > {log} 2>&1"
 
 
 rule figures:
     input:
         matrix="results/{model}/matrices/{selector}.parquet",
         masks="results/{model}/masks/{selector}.zarr",
+        significance="results/{model}/matrices/{selector}.significance.parquet",
     output:
         heatmap=report(
             multiext("results/figures/{model}/{selector}_ablation", ".png", ".pdf"),
@@ -42,6 +45,19 @@ rule figures:
             subcategory="{model}",
             labels={"model": "{model}", "selector": "{selector}", "figure": "layers"},
         ),
+        significance=report(
+            multiext(
+                "results/figures/{model}/{selector}_significance", ".png", ".pdf"
+            ),
+            caption="../report/significance.rst",
+            category="Per-source significance",
+            subcategory="{model}",
+            labels={
+                "model": "{model}",
+                "selector": "{selector}",
+                "figure": "significance",
+            },
+        ),
     log:
         "logs/figures/{model}/{selector}.log",
     conda:
@@ -49,10 +65,15 @@ rule figures:
     params:
         heatmap=lambda wildcards, output: output.heatmap[0].removesuffix(".png"),
         layers=lambda wildcards, output: output.layers[0].removesuffix(".png"),
+        significance=lambda wildcards, output: output.significance[0].removesuffix(
+            ".png"
+        ),
     shell:
         "culture-neurons figures --model {wildcards.model} --selector {wildcards.selector}"
         " --matrix {input.matrix} --masks {input.masks}"
-        " --heatmap-prefix {params.heatmap} --layers-prefix {params.layers} > {log} 2>&1"
+        " --heatmap-prefix {params.heatmap} --layers-prefix {params.layers}"
+        " --significance {input.significance} --significance-prefix {params.significance}"
+        " > {log} 2>&1"
 
 
 rule baseline_figure:
@@ -84,12 +105,18 @@ rule baseline_figure:
 
 rule summary:
     input:
-        get_all_summaries,
+        summaries=get_all_summaries,
+        significance=get_all_significance,
     output:
-        report(
+        table2=report(
             multiext("results/summary/table2", ".csv", ".md", ".tex"),
             caption="../report/table2.rst",
             category="Table 2",
+        ),
+        significance=report(
+            "results/summary/table2_significance.csv",
+            caption="../report/significance_table.rst",
+            category="Per-source significance",
         ),
     log:
         "logs/summary.log",
@@ -97,7 +124,42 @@ rule summary:
         "../../envs/analysis.yaml"
     params:
         summaries=get_summary_specs,
-        prefix=lambda wildcards, output: output[0].removesuffix(".csv"),
+        significance=get_significance_specs,
+        prefix=lambda wildcards, output: output.table2[0].removesuffix(".csv"),
     shell:
         "culture-neurons summary --summaries {params.summaries}"
-        " --out-prefix {params.prefix} > {log} 2>&1"
+        " --significance {params.significance} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule overlap:
+    input:
+        unpack(get_overlap_input),
+    output:
+        selectors="results/{model}/overlap/selectors.parquet",
+        pairs="results/{model}/overlap/culture_pairs.parquet",
+        correlation=report(
+            "results/{model}/overlap/correlation.csv",
+            caption="../report/overlap_table.rst",
+            category="Overlap",
+            subcategory="{model}",
+        ),
+        figure=report(
+            multiext("results/figures/{model}/overlap", ".png", ".pdf"),
+            caption="../report/overlap.rst",
+            category="Overlap",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/overlap/{model}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        args=get_overlap_args,
+        n_boot=get_bootstrap("n"),
+        seed=get_bootstrap("seed"),
+        prefix=lambda wildcards, output: output.figure[0].removesuffix(".png"),
+    shell:
+        "culture-neurons overlap --model {wildcards.model} {params.args}"
+        " --n-boot {params.n_boot} --seed {params.seed}"
+        " --selectors-out {output.selectors} --pairs-out {output.pairs}"
+        " --correlation-out {output.correlation} --figure-prefix {params.prefix} > {log} 2>&1"

@@ -7,6 +7,7 @@ import pandas as pd
 from snakemake.utils import update_config
 
 from culture_neurons.selection.masks import ALL_CULTURES
+from culture_neurons.selection.controls import CONTROL_METHODS
 from culture_neurons.selection.selectors import is_culture_independent
 
 # envs/*.post-deploy.sh install this checkout into each rule kind's conda environment (a
@@ -215,6 +216,49 @@ def selector_instances():
     return instances
 
 
+def control_reference(selector):
+    """The selector instance a control (rnd_matched) is matched to, or None."""
+    params = selector_instances()[selector]
+    key = CONTROL_METHODS.get(params["method"])
+    return params.get(key) if key else None
+
+
+def check_controls():
+    """A control's reference must be a culture-specific, data-driven selector instance."""
+    instances = selector_instances()
+    for selector in instances:
+        method = instances[selector]["method"]
+        if method not in CONTROL_METHODS:
+            continue
+        key = CONTROL_METHODS[method]
+        reference = instances[selector].get(key)
+        where = f"selectors.{selector.split('-s')[0]}.{key}"
+        if reference is None:
+            raise ValueError(f"{where} is missing: name the selector to match")
+        if reference not in instances:
+            raise ValueError(
+                f"{where}: unknown selector {reference!r}; one of {', '.join(sorted(instances))}"
+            )
+        ref_method = instances[reference]["method"]
+        if ref_method in CONTROL_METHODS or is_culture_independent(ref_method):
+            raise ValueError(
+                f"{where}: {reference!r} ({ref_method}) has no per-culture masks to match; "
+                "name a culture-specific selector such as cas"
+            )
+
+
+def get_select_input(wildcards):
+    inputs = {"store": f"results/{wildcards.model}/activations.zarr"}
+    reference = control_reference(wildcards.selector)
+    if reference:
+        inputs["reference"] = f"results/{wildcards.model}/masks/{reference}.zarr"
+    return inputs
+
+
+def get_reference_args(wildcards, input):
+    return f"--reference-masks {input.reference}" if "reference" in input.keys() else ""
+
+
 def get_selector_json(wildcards):
     return shlex.quote(
         json.dumps(selector_instances()[wildcards.selector], sort_keys=True)
@@ -277,6 +321,21 @@ def get_summary_specs(wildcards):
     return " ".join(f"{m}:{s}={path}" for (m, s), path in summary_paths().items())
 
 
+def significance_paths():
+    return {
+        key: path.replace(".summary.parquet", ".significance.parquet")
+        for key, path in summary_paths().items()
+    }
+
+
+def get_all_significance(wildcards):
+    return list(significance_paths().values())
+
+
+def get_significance_specs(wildcards):
+    return " ".join(f"{m}:{s}={path}" for (m, s), path in significance_paths().items())
+
+
 def get_final_targets():
     targets = [f"{data_dir()}/items.parquet", f"{data_dir()}/report.md"]
     for name in demo_model_names():
@@ -287,11 +346,71 @@ def get_final_targets():
             f"results/{name}/baseline/evaluation.parquet",
         ]
         for selector in selector_instances():
-            for figure in ("ablation", "layers"):
+            for figure in ("ablation", "layers", "significance"):
                 targets += [
                     f"results/figures/{name}/{selector}_{figure}{ext}"
                     for ext in (".png", ".pdf")
                 ]
+        for figure in ("stability", "overlap"):
+            targets += [
+                f"results/figures/{name}/{figure}{ext}" for ext in (".png", ".pdf")
+            ]
     targets += [f"results/figures/baseline_accuracy{ext}" for ext in (".png", ".pdf")]
     targets += [f"results/summary/table2{ext}" for ext in (".csv", ".md", ".tex")]
+    targets.append("results/summary/table2_significance.csv")
     return targets
+
+
+def get_stability(key):
+    defaults = {
+        "resamples": 50,
+        "null_resamples": 20,
+        "seed": 0,
+        "min_items": 5,
+        "memory_gb": 1.5,
+    }
+    return config.get("stability", {}).get(key, defaults[key])
+
+
+def data_driven_selectors():
+    """Instances selected from the statistics: not culture-independent (RND), not controls."""
+    return {
+        name: params
+        for name, params in selector_instances().items()
+        if params["method"] not in CONTROL_METHODS
+        and not is_culture_independent(params["method"])
+    }
+
+
+def get_stability_selectors_json(wildcards):
+    return shlex.quote(json.dumps(data_driven_selectors(), sort_keys=True))
+
+
+def culture_specific_selectors():
+    return [
+        s
+        for s in selector_instances()
+        if not is_culture_independent(selector_instances()[s]["method"])
+    ]
+
+
+def get_overlap_input(wildcards):
+    return {
+        "masks": [
+            f"results/{wildcards.model}/masks/{s}.zarr" for s in selector_instances()
+        ],
+        "matrices": [
+            f"results/{wildcards.model}/matrices/{s}.parquet"
+            for s in culture_specific_selectors()
+        ],
+    }
+
+
+def get_overlap_args(wildcards, input):
+    masks = " ".join(
+        f"{s}={path}" for s, path in zip(selector_instances(), input.masks)
+    )
+    matrices = " ".join(
+        f"{s}={path}" for s, path in zip(culture_specific_selectors(), input.matrices)
+    )
+    return f"--masks {masks} --matrices {matrices}"

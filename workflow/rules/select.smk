@@ -1,6 +1,6 @@
 rule select:
     input:
-        store="results/{model}/activations.zarr",
+        unpack(get_select_input),
     output:
         masks=directory("results/{model}/masks/{selector}.zarr"),
         report="results/{model}/masks/{selector}.json",
@@ -12,7 +12,8 @@ rule select:
         selector=get_selector_json,
         ratio=config["ratio"],
         filter="" if config.get("only_correct", True) else "--all-items",
+        reference=get_reference_args,
     shell:
         "culture-neurons select --store {input.store} --selector {wildcards.selector}"
-        " --params {params.selector} --ratio {params.ratio} {params.filter}"
+        " --params {params.selector} --ratio {params.ratio} {params.filter} {params.reference}"
         " --out {output.masks} --report {output.report} > {log} 2>&1"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,62 @@ def _percentile_ci(boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+@dataclass(frozen=True)
+class PairedItems:
+    """Per-item statistics of one selector's masked runs against the baseline: ``[items,
+    sources]`` arrays in the baseline's item order (float64, so bootstrap means are products)."""
+
+    baseline: pd.DataFrame
+    sources: list[str]
+    labelled: bool
+    flipped: np.ndarray
+    no_choice: np.ndarray
+    correct_full: np.ndarray | None = None  # [items]
+    correct_masked: np.ndarray | None = None
+    diff: np.ndarray | None = None  # correct_masked - correct_full
+
+    def in_target(self, target: str) -> np.ndarray:
+        return self.baseline["culture"].astype(str).to_numpy() == target
+
+
+def paired_item_statistics(
+    baseline: pd.DataFrame, masked: Mapping[str, pd.DataFrame], *, labels: bool = True
+) -> PairedItems:
+    """Align every source's masked answers to the baseline and derive the per-item flips,
+    no-choice answers and (with labels) correctness changes; validates as
+    :func:`ablation_matrix` does."""
+    _check_answers(baseline, "baseline")
+    if not masked:
+        raise InputError("no masked answer tables given")
+    base = baseline.reset_index(drop=True)
+    aligned = {str(s): _align(base, masked[s], str(s)) for s in sorted(masked, key=str)}
+    labelled = _labelled(base, aligned, labels)
+    flipped = np.column_stack(
+        [
+            flips(base["choice"], t["choice"], base["output"].tolist(), t["output"].tolist())
+            for t in aligned.values()
+        ]
+    ).astype(np.float64)
+    no_choice = np.column_stack(
+        [(t["choice"].to_numpy() == NO_CHOICE) for t in aligned.values()]
+    ).astype(np.float64)
+    if not labelled:
+        return PairedItems(base, list(aligned), False, flipped, no_choice)
+    correct_full = base["correct"].to_numpy().astype(np.float64)
+    correct_masked = np.column_stack([t["correct"].to_numpy() for t in aligned.values()]).astype(
+        np.float64
+    )
+    diff = correct_masked - correct_full[:, None]
+    return PairedItems(
+        base, list(aligned), True, flipped, no_choice, correct_full, correct_masked, diff
+    )
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int, target: str) -> np.ndarray:
+    """The item resamples behind a target culture's intervals (``[n_boot, n]`` counts)."""
+    return _bootstrap_weights(n, n_boot, seed, target)
+
+
 def ablation_matrix(
     baseline: pd.DataFrame,
     masked: Mapping[str, pd.DataFrame],
@@ -211,30 +268,11 @@ def ablation_matrix(
         InputError: a masked table covers other items than the baseline, duplicated item IDs,
             missing columns, or labels present with unscored (-1) answers.
     """
-    _check_answers(baseline, "baseline")
-    if not masked:
-        raise InputError("no masked answer tables given")
-    base = baseline.reset_index(drop=True)
-    aligned = {str(s): _align(base, masked[s], str(s)) for s in sorted(masked, key=str)}
-    labelled = _labelled(base, aligned, labels)
-    sources = list(aligned)
-
-    # [items, sources] per-item statistics; bootstraps below are means of their columns.
-    flipped = np.column_stack(
-        [
-            flips(base["choice"], t["choice"], base["output"].tolist(), t["output"].tolist())
-            for t in aligned.values()
-        ]
-    ).astype(np.float64)
-    no_choice = np.column_stack(
-        [(t["choice"].to_numpy() == NO_CHOICE) for t in aligned.values()]
-    ).astype(np.float64)
+    stats = paired_item_statistics(baseline, masked, labels=labels)
+    base, sources, labelled = stats.baseline, stats.sources, stats.labelled
+    flipped, no_choice = stats.flipped, stats.no_choice
     if labelled:
-        correct_full = base["correct"].to_numpy().astype(np.float64)
-        correct_masked = np.column_stack(
-            [t["correct"].to_numpy() for t in aligned.values()]
-        ).astype(np.float64)
-        diff = correct_masked - correct_full[:, None]
+        correct_full, correct_masked, diff = stats.correct_full, stats.correct_masked, stats.diff
 
     rows = []
     cultures = base["culture"].astype(str).to_numpy()

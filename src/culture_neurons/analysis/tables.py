@@ -40,8 +40,16 @@ __all__ = [
     "write_table2",
 ]
 
-SELECTOR_ORDER = ["RND", "LAP", "LAPE", "MAD", "CAS"]
-_DISPLAY = {"rnd": "RND", "lap": "LAP", "lape": "LAPE", "mad": "MAD", "cas": "CAS", "conact": "CAS"}
+SELECTOR_ORDER = ["RND", "RND-LM", "LAP", "LAPE", "MAD", "CAS"]
+_DISPLAY = {
+    "rnd": "RND",
+    "rnd_matched": "RND-LM",
+    "lap": "LAP",
+    "lape": "LAPE",
+    "mad": "MAD",
+    "cas": "CAS",
+    "conact": "CAS",
+}
 # Summary metric -> Table 2 metric label.
 METRICS = {"delta": "Acc. Δ", "flip_rate": "Flip Rate"}
 # Table 2 setting label -> summary column.
@@ -51,12 +59,21 @@ SETTINGS = {
     "Self-Cross Gap": "gap",
 }
 INDEX_NAMES = ["VLM", "Metric", "Eval. Setting"]
+#: The row under each metric that counts source cultures with a significant own gap.
+SIGNIFICANT_SOURCES = "Sources with sig. Gap (q < 0.05)"
 MISSING = "-"
 SIGNIFICANT = "*"
 _SEED_SUFFIX = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
+# A seeded column's header suffix (see _header), to find the column behind a header.
+_SEEDS = re.compile(r" \(\d+(-\d+)? seeds?\)$")
 NOTE_SIGNIFICANT = (
     f"{SIGNIFICANT} the self-cross gap's 95% bootstrap interval (source cultures resampled) "
     "excludes 0."
+)
+NOTE_SOURCES = (
+    f"{SIGNIFICANT_SOURCES}: k of C source cultures whose own self-cross gap is significant "
+    "(paired bootstrap over evaluation items, one-sided, Benjamini-Hochberg over sources); "
+    "seed columns give the mean k over seeds."
 )
 NOTE_UNITS = (
     "Acc. Δ in percentage points (masked - full); flip rate in % of items whose predicted answer "
@@ -202,13 +219,66 @@ def format_table2(values: pd.DataFrame, significant: pd.DataFrame | None = None)
     return pd.DataFrame(cells, index=values.index, columns=values.columns, dtype=object)
 
 
-def table2(summaries: Mapping[tuple[Hashable, str], pd.DataFrame]) -> pd.DataFrame:
+def significant_source_cells(
+    significance: Mapping[tuple[Hashable, str], pd.DataFrame],
+) -> dict[tuple[Hashable, str, str], str]:
+    """(model, metric label, column) -> ``"k/C"``: source cultures whose own gap is significant,
+    from each selector instance's :func:`~culture_neurons.analysis.significance.source_gap_tests`
+    (seeds of one column: the mean k)."""
+    from culture_neurons.analysis.significance import significant_sources
+
+    grouped: dict[tuple[Hashable, str, str], list[tuple[int, int]]] = {}
+    for (model, selector), table in significance.items():
+        column, _ = selector_column(selector)
+        for metric, counts in significant_sources(table).items():
+            grouped.setdefault((model, METRICS[metric], column), []).append(counts)
+    cells = {}
+    for key, counts in grouped.items():
+        tested = {c for _, c in counts}
+        if tested == {0}:
+            continue
+        k = float(np.mean([k for k, _ in counts]))
+        shown = f"{k:.0f}" if k.is_integer() else f"{k:.1f}"
+        cells[key] = f"{shown}/{max(tested)}"
+    return cells
+
+
+def _with_source_rows(
+    formatted: pd.DataFrame, cells: Mapping[tuple[Hashable, str, str], str]
+) -> pd.DataFrame:
+    """``formatted`` with a :data:`SIGNIFICANT_SOURCES` row after each metric's gap row."""
+    rows, index = [], []
+    for key, row in zip(formatted.index, formatted.to_numpy().tolist(), strict=True):
+        rows.append(row)
+        index.append(key)
+        model, label, setting = key
+        if setting == "Self-Cross Gap":
+            index.append((model, label, SIGNIFICANT_SOURCES))
+            rows.append(
+                [cells.get((model, label, _SEEDS.sub("", c)), MISSING) for c in formatted.columns]
+            )
+    out = pd.DataFrame(
+        rows,
+        index=pd.MultiIndex.from_tuples(index, names=INDEX_NAMES),
+        columns=formatted.columns,
+        dtype=object,
+    )
+    out.attrs.update(formatted.attrs)
+    return out
+
+
+def table2(
+    summaries: Mapping[tuple[Hashable, str], pd.DataFrame],
+    significance: Mapping[tuple[Hashable, str], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """The paper's Table 2 as formatted strings.
 
     Args:
         summaries: (model, selector instance name) -> its
             :func:`~culture_neurons.analysis.metrics.self_cross_summary`. Models appear in insertion
             order; instances named ``<selector>-s<seed>`` are averaged into one column.
+        significance: optional (model, selector instance) -> its per-source gap tests; adds the
+            row :data:`SIGNIFICANT_SOURCES` ("k/C") under each metric.
 
     Returns:
         Index (VLM, Metric, Eval. Setting); columns RND, LAP, LAPE, MAD, CAS, then others;
@@ -220,6 +290,9 @@ def table2(summaries: Mapping[tuple[Hashable, str], pd.DataFrame]) -> pd.DataFra
     notes = [NOTE_UNITS]
     if significant.to_numpy().any():
         notes.append(NOTE_SIGNIFICANT)
+    if significance:
+        formatted = _with_source_rows(formatted, significant_source_cells(significance))
+        notes.append(NOTE_SOURCES)
     formatted.attrs["notes"] = notes
     return formatted
 
@@ -264,6 +337,8 @@ _LATEX_SPECIALS = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 

@@ -52,6 +52,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from culture_neurons.selection.controls import is_control
+
 Selector = Callable[..., np.ndarray]
 
 
@@ -325,7 +327,10 @@ def _method(name: str) -> Selector:
 
 
 def is_culture_independent(method: str) -> bool:
-    """Whether ``method`` gives every culture the same mask (aliases included)."""
+    """Whether ``method`` gives every culture the same mask (aliases included); a control
+    derived from a reference's masks (``rnd_matched``) is culture-specific."""
+    if is_control(method):
+        return False
     fn = _method(method)
     return any(METHODS[name] is fn for name in CULTURE_INDEPENDENT)
 
@@ -404,3 +409,11 @@ def select(
             f"{method} returned {selected.dtype} {selected.shape}, not bool {P.shape}"
         )
     return selected
+
+
+def method_function(method: str, params: dict[str, object]) -> Selector:
+    """The function behind ``method`` with ``params`` checked, for callers that derive ``P`` and
+    ``M`` themselves and call it many times (resampling); ``select`` is the checked entry point."""
+    fn = _method(method)
+    _check_params(method, fn, params)
+    return fn

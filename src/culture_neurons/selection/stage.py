@@ -14,8 +14,9 @@ import numpy as np
 
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import aggregate
-from culture_neurons.record.store import open_store
-from culture_neurons.selection.masks import ALL_CULTURES, write_masks
+from culture_neurons.record.store import ActivationStore, open_store
+from culture_neurons.selection.controls import CONTROL_METHODS, is_control, layer_matched_random
+from culture_neurons.selection.masks import ALL_CULTURES, read_masks, write_masks
 from culture_neurons.selection.selectors import is_culture_independent, select
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def select_stage(
     *,
     params: Mapping[str, Any] | None = None,
     only_correct: bool = True,
+    reference_masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Select ``ratio`` of all decoder-MLP neurons per culture with the selector instance
     ``selector`` (its method is ``params["method"]`` or the name before the first ``-``).
@@ -37,11 +39,49 @@ def select_stage(
     Writes the masks (``out``, Zarr) and the report (``report``, JSON), and returns the report.
     A culture without correctly answered items gets an empty mask (its ablation equals the
     baseline) and is named in the report; a culture-specific selector needs at least two
-    scorable cultures.
+    scorable cultures. A control (``rnd_matched``) is drawn from ``reference_masks``, the masks
+    of the selector its ``reference`` parameter names, instead of the statistics.
     """
     opened = open_store(store)
     params = dict(params or {})
     method = params.pop("method", selector.split("-")[0])
+    if is_control(method):
+        summary = _control_masks(opened, selector, method, params, ratio, out, reference_masks)
+    else:
+        summary = _selected_masks(opened, selector, method, params, ratio, out, only_correct)
+    Path(report).write_text(json.dumps(summary, indent=2) + "\n")
+    counts = summary["selected_per_culture"].values()
+    log.info(
+        "%s: %s neurons per culture in %.2f s", selector, sorted(set(counts)), summary["seconds"]
+    )
+    return summary
+
+
+def _store_attrs(opened: ActivationStore) -> dict[str, Any]:
+    return {
+        "store_fingerprint": opened.group.attrs.get("dataset_fingerprint"),
+        "model": opened.group.attrs.get("model"),
+    }
+
+
+def _counts(selected: np.ndarray, cultures: list[str]) -> dict[str, Any]:
+    return {
+        "selected_per_culture": dict(
+            zip(cultures, selected.sum(axis=(1, 2)).tolist(), strict=True)
+        ),
+        "selected_per_layer": dict(zip(cultures, selected.sum(axis=2).tolist(), strict=True)),
+    }
+
+
+def _selected_masks(
+    opened: ActivationStore,
+    selector: str,
+    method: str,
+    params: dict[str, Any],
+    ratio: float,
+    out: str | Path,
+    only_correct: bool,
+) -> dict[str, Any]:
     agg = aggregate(opened, only_correct=only_correct)
     cultures = list(agg.cultures)
     scorable = agg.tokens > 0
@@ -73,29 +113,67 @@ def select_stage(
         "method": method,
         "params": params,
         "ratio": ratio,
-        "store_fingerprint": opened.group.attrs.get("dataset_fingerprint"),
-        "model": opened.group.attrs.get("model"),
+        **_store_attrs(opened),
         "correct_filter": agg.correct_filter,
         "thin_cultures": agg.thin_cultures,
         "unscorable_cultures": unscorable,
     }
     write_masks(out, selected, cultures, attrs)
-    counts = selected.sum(axis=(1, 2))
-    summary = {
+    return {
         **attrs,
         "seconds": round(seconds, 3),
-        "selected_per_culture": dict(zip(cultures, counts.tolist(), strict=True)),
-        "selected_per_layer": dict(zip(cultures, selected.sum(axis=2).tolist(), strict=True)),
+        **_counts(selected, cultures),
         "items_used": dict(zip(agg.cultures, agg.items_used.tolist(), strict=True)),
         "items_total": dict(zip(agg.cultures, agg.items_total.tolist(), strict=True)),
     }
-    Path(report).write_text(json.dumps(summary, indent=2) + "\n")
-    log.info(
-        "%s: %s neurons per culture in %.2f s (%d layers x %d neurons)",
-        selector,
-        sorted(set(np.asarray(counts).tolist())),
-        seconds,
-        selected.shape[1],
-        selected.shape[2],
-    )
-    return summary
+
+
+def _control_masks(
+    opened: ActivationStore,
+    selector: str,
+    method: str,
+    params: dict[str, Any],
+    ratio: float,
+    out: str | Path,
+    reference_masks: str | Path | None,
+) -> dict[str, Any]:
+    key = CONTROL_METHODS[method]
+    unknown = sorted(set(params) - {key, "seed"})
+    if unknown:
+        raise InputError(f"selector {selector!r} ({method}): unknown parameter(s) {unknown}")
+    if key not in params:
+        raise InputError(f"selector {selector!r} ({method}) needs {key!r}: the selector to match")
+    if reference_masks is None:
+        raise InputError(f"selector {selector!r} ({method}) needs --reference-masks")
+    reference, cultures, ref_attrs = read_masks(reference_masks)
+    if cultures == [ALL_CULTURES]:
+        raise InputError(
+            f"selector {selector!r}: {key} {params[key]!r} is culture-independent; "
+            "a layer-matched control needs one mask per culture"
+        )
+    mine = _store_attrs(opened)
+    if ref_attrs.get("store_fingerprint") != mine["store_fingerprint"]:
+        raise InputError(
+            f"selector {selector!r}: the reference masks {reference_masks} were selected on "
+            "another activation store; rerun its select job"
+        )
+    start = time.perf_counter()
+    selected = layer_matched_random(reference, cultures, seed=int(params.get("seed", 0)))
+    seconds = time.perf_counter() - start
+    empty = [c for c, row in zip(cultures, reference, strict=True) if not row.any()]
+    if empty:
+        log.warning("the reference selects nothing for %s: empty masks", ", ".join(empty))
+    attrs = {
+        "selector": selector,
+        "method": method,
+        "params": params,
+        # The reference's ratio: a control always matches its reference's counts.
+        "ratio": ref_attrs.get("ratio", ratio),
+        **mine,
+        "reference_selector": ref_attrs.get("selector"),
+        "correct_filter": ref_attrs.get("correct_filter"),
+        "empty_reference_cultures": empty,
+        "unscorable_cultures": list(ref_attrs.get("unscorable_cultures", [])),
+    }
+    write_masks(out, selected, cultures, attrs)
+    return {**attrs, "seconds": round(seconds, 3), **_counts(selected, cultures)}

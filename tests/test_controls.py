@@ -1,0 +1,104 @@
+"""The layer-matched random control: per culture and layer exactly the reference's counts,
+uniform within the layer, independent of which other cultures are present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from culture_neurons.selection.controls import layer_matched_random
+from culture_neurons.selection.selectors import is_culture_independent
+
+
+@pytest.fixture
+def reference() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    mask = np.zeros((3, 4, 50), dtype=bool)
+    mask[0, 3, :20] = True  # culture 0: everything in the last layer
+    mask[1] = rng.random((4, 50)) < 0.1
+    return mask  # culture 2: empty
+
+
+def test_counts_per_culture_and_layer_equal_the_reference(reference):
+    matched = layer_matched_random(reference, ["a", "b", "c"], seed=1)
+    np.testing.assert_array_equal(matched.sum(axis=2), reference.sum(axis=2))
+    assert not matched[2].any()
+    # Random within the layer: not just the reference again.
+    assert (matched[0, 3] != reference[0, 3]).any()
+
+
+def test_a_cultures_mask_depends_on_its_name_and_seed_only(reference):
+    both = layer_matched_random(reference, ["a", "b", "c"], seed=1)
+    alone = layer_matched_random(reference[[1]], ["b"], seed=1)
+    np.testing.assert_array_equal(both[1], alone[0])
+    other_seed = layer_matched_random(reference, ["a", "b", "c"], seed=2)
+    assert (other_seed[1] != both[1]).any()
+
+
+def test_uniform_within_the_layer():
+    reference = np.zeros((1, 1, 10), dtype=bool)
+    reference[0, 0, :3] = True
+    hits = sum(layer_matched_random(reference, ["a"], seed=s)[0, 0] for s in range(3000))
+    # Each neuron is picked with probability 3/10: 900 of 3000, sd about 25.
+    assert np.abs(hits - 900).max() < 6 * 25
+
+
+def test_bad_input_is_refused(reference):
+    with pytest.raises(ValueError, match="culture names"):
+        layer_matched_random(reference, ["a"], seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        layer_matched_random(reference, ["a", "b", "c"], seed=-1)
+    with pytest.raises(ValueError, match="bool"):
+        layer_matched_random(reference.astype(int), ["a", "b", "c"])
+
+
+def test_the_control_is_culture_specific():
+    assert not is_culture_independent("rnd_matched")
+    assert is_culture_independent("rnd")
+
+
+def test_select_stage_draws_the_control_from_the_reference_masks(tmp_path):
+    import json
+
+    from culture_neurons.benchmark.synthetic import write_synthetic_store
+    from culture_neurons.errors import InputError
+    from culture_neurons.selection.masks import read_masks, write_masks
+    from culture_neurons.selection.stage import select_stage
+
+    store = tmp_path / "store.zarr"
+    write_synthetic_store(store, n_cultures=3, items_per_culture=10, n_layers=2, n_neurons=30)
+    select_stage(store, "cas", 0.1, tmp_path / "cas.zarr", tmp_path / "cas.json")
+    control = {"method": "rnd_matched", "reference": "cas", "seed": 0}
+    report = select_stage(store, "rnd_matched-s0", 0.1, tmp_path / "m.zarr", tmp_path / "m.json",
+                          params=control, reference_masks=tmp_path / "cas.zarr")  # fmt: skip
+    reference, cultures, _ = read_masks(tmp_path / "cas.zarr")
+    matched, matched_cultures, attrs = read_masks(tmp_path / "m.zarr")
+    assert matched_cultures == cultures
+    np.testing.assert_array_equal(matched.sum(axis=2), reference.sum(axis=2))
+    assert attrs["reference_selector"] == "cas" and attrs["ratio"] == 0.1
+    assert json.loads((tmp_path / "m.json").read_text())["selected_per_culture"] == dict(
+        zip(cultures, reference.sum(axis=(1, 2)).tolist(), strict=True)
+    )
+    assert report["empty_reference_cultures"] == []
+
+    # A reference with one empty culture: flagged, and that culture's control is empty too.
+    reference[1] = False
+    write_masks(tmp_path / "holey.zarr", reference, cultures, attrs)
+    report = select_stage(store, "m2", 0.1, tmp_path / "m2.zarr", tmp_path / "m2.json",
+                          params=control, reference_masks=tmp_path / "holey.zarr")  # fmt: skip
+    assert report["empty_reference_cultures"] == [cultures[1]]
+    assert not read_masks(tmp_path / "m2.zarr")[0][1].any()
+
+    select_stage(store, "rnd-s0", 0.1, tmp_path / "rnd.zarr", tmp_path / "rnd.json",
+                 params={"method": "rnd", "seed": 0})  # fmt: skip
+    with pytest.raises(InputError, match="culture-independent"):
+        select_stage(store, "m3", 0.1, tmp_path / "m3.zarr", tmp_path / "m3.json",
+                     params=control, reference_masks=tmp_path / "rnd.zarr")  # fmt: skip
+    with pytest.raises(InputError, match="needs --reference-masks"):
+        select_stage(store, "m4", 0.1, tmp_path / "m4.zarr", tmp_path / "m4.json", params=control)
+    other = tmp_path / "other.zarr"
+    write_synthetic_store(other, n_cultures=3, items_per_culture=10, n_layers=2, n_neurons=30,
+                          seed=9)  # fmt: skip
+    with pytest.raises(InputError, match="another activation store"):
+        select_stage(other, "m5", 0.1, tmp_path / "m5.zarr", tmp_path / "m5.json",
+                     params=control, reference_masks=tmp_path / "cas.zarr")  # fmt: skip
