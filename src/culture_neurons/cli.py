@@ -169,7 +169,7 @@ def _add_stability(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio", type=float, required=True)
     p.add_argument("--all-items", dest="only_correct", action="store_false")
     p.add_argument("--model", default="")
-    for flag, kind, default in (("--resamples", int, 50), ("--null-resamples", int, 20),
+    for flag, kind, default in (("--resamples", int, 50), ("--null-resamples", int, 10),
                                 ("--seed", int, 0), ("--min-items", int, 5),
                                 ("--memory-gb", float, 1.5)):  # fmt: skip
         p.add_argument(flag, type=kind, default=default)

@@ -364,7 +364,7 @@ def get_final_targets():
 def get_stability(key):
     defaults = {
         "resamples": 50,
-        "null_resamples": 20,
+        "null_resamples": 10,
         "seed": 0,
         "min_items": 5,
         "memory_gb": 1.5,

@@ -178,11 +178,12 @@ def accumulate(
             chosen = [replicates[k] for k in permuted]
             chunk_labels = plan.labels[chosen][:, rows]
             onehot = chunk_labels[:, None, :] == np.arange(n_cultures)[None, :, None]
-            weighted = onehot * plan.weights[chosen][:, None, rows]
-            flat = weighted.astype(np.float32).reshape(len(permuted) * n_cultures, -1)
-            shape = (len(permuted), n_cultures, cells)
-            fire[permuted] += (flat @ counts).reshape(shape)
-            pos[permuted] += (flat @ sums).reshape(shape)
+            weighted = (onehot * plan.weights[chosen][:, None, rows]).astype(np.float32)
+            # One replicate at a time: a single [R·C, items] product would need a temporary as
+            # large as the accumulators, and measured slower.
+            for j, k in enumerate(permuted):
+                fire[k] += weighted[j] @ counts
+                pos[k] += weighted[j] @ sums
     shape = (len(replicates), n_cultures, n_layers, n_neurons)
     return fire.reshape(shape), pos.reshape(shape), tokens
 
@@ -239,7 +240,7 @@ def stability(
     ratio: float,
     only_correct: bool = True,
     n_resamples: int = 50,
-    null_resamples: int = 20,
+    null_resamples: int = 10,
     seed: int = 0,
     min_items: int = MIN_RESAMPLE_ITEMS,
     memory_gb: float = 1.5,

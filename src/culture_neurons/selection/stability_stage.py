@@ -57,7 +57,7 @@ def stability_stage(
     model: str = "",
     only_correct: bool = True,
     resamples: int = 50,
-    null_resamples: int = 20,
+    null_resamples: int = 10,
     seed: int = 0,
     min_items: int = 5,
     memory_gb: float = 1.5,
