@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -294,6 +295,135 @@ def test_gap_interval_says_whether_it_excludes_zero():
     pd.testing.assert_frame_equal(mixed, again)
     flip = mixed.set_index(["source", "metric"]).loc[(AVERAGE, "flip_rate")]
     assert (flip["gap"], flip["gap_lo"], flip["gap_hi"]) == (0.0, 0.0, 0.0)
+
+
+# The intervals' level: bounds recomputed in the test, not only ordered and containing the point.
+
+
+def reference_item_interval(
+    values: np.ndarray, n_boot: int, seed: int, target: str
+) -> tuple[float, float]:
+    """95% percentile bootstrap of ``100 * mean(values)`` over items, written out here: the
+    target's resamples come from a generator seeded with (seed, crc32 of the target's name) and
+    are drawn as multiplicities of a resample-with-replacement of the items."""
+    n = len(values)
+    rng = np.random.default_rng([seed, zlib.crc32(target.encode("utf-8"))])
+    counts = rng.multinomial(n, [1.0 / n] * n, size=n_boot)
+    means = [100.0 * np.repeat(values, c).mean() for c in counts]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def mixed_answers(seed: int = 7) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Two interleaved targets (A: 30 items, B: 25), two sources whose masks move choices and
+    correctness item by item in both directions."""
+    rng = np.random.default_rng(seed)
+    cultures = ["A", "B"] * 25 + ["A"] * 5
+    choice = rng.integers(0, 4, len(cultures))
+    correct = rng.integers(0, 2, len(cultures))
+    ids = [f"i{k:02d}" for k in range(len(cultures))]
+    baseline = answers(
+        [
+            (i, c, 0, f"o{ch}", int(ch), int(ok))
+            for i, c, ch, ok in zip(ids, cultures, choice, correct, strict=True)
+        ]
+    )
+    masked = {}
+    for source, p_move in (("A", 0.5), ("B", 0.25)):
+        move = rng.random(len(cultures)) < p_move
+        new_choice = np.where(move, (choice + 1) % 4, choice)
+        new_correct = np.where(move, rng.integers(0, 2, len(cultures)), correct)
+        masked[source] = answers(
+            [
+                (i, c, 0, f"o{ch}", int(ch), int(ok))
+                for i, c, ch, ok in zip(ids, cultures, new_choice, new_correct, strict=True)
+            ]
+        )
+    return baseline, masked
+
+
+def test_cell_intervals_equal_an_independent_95_percent_bootstrap():
+    baseline, masked = mixed_answers()
+    n_boot, seed = 2000, 5
+    # A shuffled masked table: the resamples follow the baseline's item order.
+    shuffled = {s: t.sample(frac=1.0, random_state=1) for s, t in masked.items()}
+    result = ablation_matrix(baseline, shuffled, n_boot=n_boot, seed=seed)
+    for (source, target), row in result.set_index(["source", "target"]).iterrows():
+        base = baseline[baseline["culture"] == target]
+        other = masked[source].set_index("item_id").loc[base["item_id"]]
+        diff = other["correct"].to_numpy(float) - base["correct"].to_numpy(float)
+        flipped = (other["choice"].to_numpy() != base["choice"].to_numpy()).astype(float)
+        assert diff.any() and flipped.any() and not flipped.all()  # non-degenerate intervals
+        expected_delta = reference_item_interval(diff, n_boot, seed, target)
+        expected_flip = reference_item_interval(flipped, n_boot, seed, target)
+        assert (row["delta_lo"], row["delta_hi"]) == pytest.approx(expected_delta, abs=1e-9)
+        assert (row["flip_rate_lo"], row["flip_rate_hi"]) == pytest.approx(expected_flip, abs=1e-9)
+        assert row["delta_hi"] - row["delta_lo"] > 5.0  # a real width, not a degenerate case
+
+
+def binomial_quantile(n: int, p: float, q: float) -> int:
+    """Smallest k with P(X <= k) >= q for X ~ Binomial(n, p)."""
+    cdf = 0.0
+    for k in range(n + 1):
+        cdf += math.comb(n, k) * p**k * (1.0 - p) ** (n - k)
+        if cdf >= q:
+            return k
+    return n
+
+
+def test_flip_interval_matches_the_binomial_quantiles():
+    # 100 right answers, 30 of which turn into another, wrong option: a resample's number of
+    # flipped (and of newly wrong) items is Binomial(100, 0.3), so with many resamples the 95%
+    # percentile bounds are its 2.5% and 97.5% quantiles, in percent: 21 and 39 (80%: 24, 36;
+    # 90%: 23, 38; 99%: 19, 42). At 20000 resamples the empirical 2.5%/97.5% points lie more than
+    # 3 standard errors inside the probability steps of those two values (P(X <= 20) = 0.0165,
+    # P(X <= 21) = 0.0288, P(X <= 38) = 0.966, P(X <= 39) = 0.979).
+    n, k = 100, 30
+    rows = [(f"i{j:03d}", "A", 0, "x", 0, 1) for j in range(n)]
+    masked_rows = [
+        (f"i{j:03d}", "A", 0, "y", 1 if j < k else 0, 0 if j < k else 1) for j in range(n)
+    ]
+    row = ablation_matrix(answers(rows), {"A": answers(masked_rows)}, n_boot=20000).iloc[0]
+    lo, hi = binomial_quantile(n, k / n, 0.025), binomial_quantile(n, k / n, 0.975)
+    assert (lo, hi) == (21, 39)
+    assert (row["flip_rate"], row["delta"]) == pytest.approx((30.0, -30.0))
+    assert (row["flip_rate_lo"], row["flip_rate_hi"]) == pytest.approx((lo, hi), abs=1e-9)
+    assert (row["delta_lo"], row["delta_hi"]) == pytest.approx((-hi, -lo), abs=1e-9)
+
+
+def reference_gap_interval(gaps: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
+    """95% percentile bootstrap of the mean gap over sources (in sorted order), resampled with
+    replacement by a generator seeded with ``seed`` alone."""
+    draws = np.random.default_rng(seed).integers(0, len(gaps), size=(n_boot, len(gaps)))
+    means = [np.mean([gaps[i] for i in draw]) for draw in draws]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def test_average_gap_interval_equals_an_independent_95_percent_bootstrap():
+    delta_gaps = np.array([10.0, -12.0, 6.0, -5.0, 1.0, 8.0])
+    flip_gaps = np.array([3.0, 20.0, -4.0, 9.0, 15.0, 1.0])
+    cultures = [f"C{k}" for k in range(len(delta_gaps))]
+    rows = [
+        {
+            "source": s,
+            "target": t,
+            "delta": delta_gaps[k] if s == t else 0.0,
+            "flip_rate": 10.0 + (flip_gaps[k] if s == t else 0.0),
+        }
+        for k, s in enumerate(cultures)
+        for t in cultures
+    ]
+    n_boot, seed = 2000, 4
+    matrix = pd.DataFrame(rows).sample(frac=1.0, random_state=2)  # row order does not matter
+    summary = self_cross_summary(matrix, n_boot=n_boot, seed=seed).set_index(["source", "metric"])
+    for metric, gaps in (("delta", delta_gaps), ("flip_rate", flip_gaps)):
+        row = summary.loc[(AVERAGE, metric)]
+        assert row["gap"] == pytest.approx(gaps.mean())
+        # Both metrics use the same source resamples (paired intervals).
+        expected = reference_gap_interval(gaps, n_boot, seed)
+        assert (row["gap_lo"], row["gap_hi"]) == pytest.approx(expected, abs=1e-9)
+        assert row["gap_hi"] - row["gap_lo"] > 3.0
 
 
 def test_random_selector_reports_only_self():

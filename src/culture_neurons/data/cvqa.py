@@ -63,6 +63,10 @@ def parse_hub_reference(reference: str) -> tuple[str, str, str]:
     return hub_id, revision, split
 
 
+# What ast.literal_eval raises on malformed data: besides syntax, e.g. "{[]: 1}" is a TypeError.
+_LITERAL_ERRORS = (ValueError, SyntaxError, TypeError, MemoryError, RecursionError)
+
+
 def parse_subset(subset: str) -> tuple[str, str]:
     """CVQA's Subset is the string of a (language, country) tuple; return (country, language).
 
@@ -70,7 +74,7 @@ def parse_subset(subset: str) -> tuple[str, str]:
     """
     try:
         value = ast.literal_eval(subset)
-    except (ValueError, SyntaxError) as err:
+    except _LITERAL_ERRORS as err:
         raise ValueError(f"Subset {subset!r} is not a Python tuple literal") from err
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise ValueError(f"Subset {subset!r} is not a (language, country) pair")
@@ -85,11 +89,12 @@ def parse_options(value: Any) -> list[str]:
     if isinstance(value, str):
         try:
             value = ast.literal_eval(value)
-        except (ValueError, SyntaxError) as err:
+        except _LITERAL_ERRORS as err:
             raise ValueError(f"options string {value[:60]!r} is not a list literal") from err
     if value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"options of type {type(value).__name__} are not a list")
-    return [str(v) for v in value]
+    # A missing option becomes empty, not the text "None", so the row fails the 4-option check.
+    return ["" if v is None else str(v) for v in value]
 
 
 def local_shards(data_dir: str | Path, pattern: str) -> list[Path]:

@@ -106,16 +106,25 @@ def _read_labels_file(path: str) -> dict[str, int]:
     file = Path(path)
     if not file.is_file():
         raise SourceError(f"labels_file {file} does not exist")
-    if file.suffix == ".json":
-        mapping = json.loads(file.read_text())
-        return {str(k): int(v) for k, v in mapping.items()}
-    table = pd.read_csv(file, sep="\t" if file.suffix == ".tsv" else ",", dtype={0: str})
-    columns = {c.lower(): c for c in table.columns}
-    id_col = columns.get("item_id") or columns.get("id")
-    label_col = columns.get("label")
-    if id_col is None or label_col is None:
-        raise SourceError(f"labels_file {file} needs columns item_id (or ID) and label")
-    return dict(zip(table[id_col].astype(str), table[label_col].astype(int), strict=True))
+    try:
+        if file.suffix == ".json":
+            mapping = json.loads(file.read_text())
+            if not isinstance(mapping, dict):
+                raise SourceError(f"labels_file {file} must hold one JSON object: item ID -> label")
+            return {str(k): int(v) for k, v in mapping.items()}
+        # Every column as text: IDs such as "000123" must not become numbers.
+        table = pd.read_csv(file, sep="\t" if file.suffix == ".tsv" else ",", dtype=str)
+        columns = {c.lower(): c for c in table.columns}
+        id_col = columns.get("item_id") or columns.get("id")
+        label_col = columns.get("label")
+        if id_col is None or label_col is None:
+            raise SourceError(f"labels_file {file} needs columns item_id (or ID) and label")
+        return dict(zip(table[id_col].str.strip(), table[label_col].astype(int), strict=True))
+    except SourceError:
+        raise
+    except (ValueError, TypeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        # Bad JSON, an empty file, a non-integer or empty label: one clear line, not a traceback.
+        raise SourceError(f"labels_file {file}: {err}") from err
 
 
 def _rows(config: DatasetConfig, files: str) -> tuple[Iterator[RawRow], int, str]:

@@ -27,6 +27,7 @@ from transformers import (
     Qwen2VLImageProcessor,
 )
 
+from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import prompt_items
 from culture_neurons.models.prompt import build_prompt_text
 from culture_neurons.models.qwen2_5_vl import Qwen2_5_VLAdapter
@@ -201,6 +202,12 @@ def train_demo_model(
 ) -> dict[str, Any]:
     """Build, train and save the demo VLM; returns the training summary."""
     settings = {**DEFAULT_TRAINING, **(settings or {})}
+    if len(train) < int(settings["batch_size"]):
+        # The loop takes whole batches only: with fewer items it would never take a step.
+        raise InputError(
+            f"the demo's train portion has {len(train)} items, fewer than demo_training."
+            f"batch_size ({settings['batch_size']})"
+        )
     tokenizer = build_demo_tokenizer(_all_texts([train, vocabulary_items]))
     model = build_demo_model(tokenizer, settings)
     image_processor = Qwen2VLImageProcessor(patch_size=14, merge_size=2, temporal_patch_size=2)

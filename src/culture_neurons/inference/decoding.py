@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from culture_neurons.errors import InputError
 from culture_neurons.models.base import ModelAdapter
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ class GreedySettings:
             if getattr(gen, name, None)
         }
         if unsupported:
-            raise ValueError(
-                f"generation config sets {unsupported}, which the fast greedy path does not apply"
+            raise InputError(
+                f"the model's generation config sets {unsupported}, which the fast greedy path "
+                "does not apply; remove them from its generation_config.json"
             )
         penalty = getattr(gen, "repetition_penalty", None) or 1.0
         return cls(eos_token_ids=eos_ids, repetition_penalty=float(penalty))
