@@ -255,23 +255,38 @@ def test_qwen_image_size_is_capped(load_tiny: Callable[..., ModelAdapter]) -> No
     importlib.util.find_spec("torchvision") is None,
     reason="Qwen2_5_VLProcessor needs torchvision; without it the stand-in is all there is",
 )
-def test_qwen_stand_in_matches_the_real_processor(load_tiny: Callable[..., ModelAdapter]) -> None:
-    adapter = load_tiny("qwen2_5_vl")
+def test_qwen_stand_in_matches_the_real_processor(
+    load_tiny: Callable[..., ModelAdapter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from culture_neurons.models import qwen2_5_vl
+
+    # A pixel cap that the 308x420 image exceeds: both processors must apply it.
+    cap = {"processor_kwargs": {"min_pixels": 28 * 28, "max_pixels": 12 * 28 * 28}}
+    adapter = load_tiny("qwen2_5_vl", **cap)
     assert not isinstance(adapter.processor, QwenVLImageProcessorStandIn)
-    items = make_items(4)
-    real = adapter.build_batch(items)
-    stand_in = QwenVLImageProcessorStandIn(
-        adapter.tokenizer, adapter.processor.image_processor, adapter.processor.chat_template
+
+    # The stand-in as production builds it where AutoProcessor fails for want of torchvision:
+    # AutoTokenizer, AutoImageProcessor and the chat template loaded from the checkpoint by the
+    # adapter, pixel cap included, none of it borrowed from the real processor.
+    def no_video_processor(*args: object, **kwargs: object) -> None:
+        raise ImportError("Qwen2VLVideoProcessor requires the Torchvision library")
+
+    monkeypatch.setattr(
+        qwen2_5_vl, "AutoProcessor", SimpleNamespace(from_pretrained=no_video_processor)
     )
-    adapter.processor, real_processor = stand_in, adapter.processor
-    try:
-        mine = adapter.build_batch(items)
-    finally:
-        adapter.processor = real_processor
+    stand_in = load_tiny("qwen2_5_vl", **cap)
+    monkeypatch.undo()
+    assert isinstance(stand_in.processor, QwenVLImageProcessorStandIn)
+    assert stand_in.processor.image_processor is not adapter.processor.image_processor
+    items = make_items(4)  # images of several sizes and prompts of several lengths
+    items.append({**items[0], "image": random_image(308, 420, seed=5)})
+    real = adapter.build_batch(items)
+    mine = stand_in.build_batch(items)
     for key in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw"):
         assert torch.equal(real[key], mine[key]), key
     if "mm_token_type_ids" in real:
         assert torch.equal(real["mm_token_type_ids"].long(), mine["mm_token_type_ids"].long())
+    assert torch.equal(adapter.valid_token_mask(real), stand_in.valid_token_mask(mine))
 
 
 def test_generic_family_uses_auto_classes(load_tiny: Callable[..., ModelAdapter]) -> None:

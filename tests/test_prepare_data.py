@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from culture_neurons.cli import main
-from culture_neurons.data.cvqa import parse_options, parse_subset
+from culture_neurons.data.cvqa import (
+    load_hub_dataset,
+    parse_hub_reference,
+    parse_options,
+    parse_subset,
+)
 from culture_neurons.data.grouping import GroupingError, load_grouping
 from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import assign_splits
-from tests.cvqa_fixture import BAD_ROWS, DUPLICATE_ID, GOOD_PER_PAIR, write_fixture, write_grouping
+from tests.cvqa_fixture import (
+    BAD_ROWS,
+    DUPLICATE_ID,
+    GOOD_PER_PAIR,
+    png_bytes,
+    write_fixture,
+    write_grouping,
+)
 
 
 @pytest.fixture
@@ -104,15 +118,17 @@ def test_prepare_groups_splits_and_reports(source, grouping, tmp_path):
 
 def test_image_reference_points_at_the_right_row(source, grouping, tmp_path):
     from culture_neurons.data.images import load_image
-    from tests.cvqa_fixture import png_bytes
 
     prepare_dataset(config_for(source, grouping), tmp_path / "out")
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     for _, item in items.sample(5, random_state=0).iterrows():
         k = int(item["item_id"].rsplit("_", 1)[1])
         expected = (k * 20 % 256, 80, 160)
-        assert load_image(item["image_source"], item["image_row"]).getpixel((0, 0)) == expected
-        assert png_bytes(expected)  # the fixture encodes that colour
+        image = load_image(item["image_source"], item["image_row"])
+        # The fixture's PNG of that colour, decoded here: lossless, 16x12, one colour throughout.
+        written = Image.open(io.BytesIO(png_bytes(expected))).convert("RGB")
+        assert written.size == (16, 12) and written.getcolors() == [(16 * 12, expected)]
+        assert image.size == written.size and image.tobytes() == written.tobytes()
 
 
 def test_native_language_uses_original_columns(source, grouping, tmp_path):
@@ -210,3 +226,38 @@ def test_hub_code_path_reads_a_local_dataset_folder(grouping, tmp_path):
     assert report["items"] == 31
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["image_source"].str.startswith("hf://").all()
+    assert items["image_source"].nunique() == 1
+    assert parse_hub_reference(items["image_source"].iloc[0]) == (str(folder), "main", "test")
+
+
+def test_hub_image_references_load_the_right_pixels(grouping, tmp_path, monkeypatch):
+    # configs/paper.yaml reads CVQA from the hub: its items point at "hf://id@revision:split" + a
+    # row, and load_image reopens that dataset (datasets.load_dataset accepts a local folder).
+    from culture_neurons.data import images
+
+    folder = write_fixture(tmp_path / "hubcopy", string_options_shard=False)
+    prepare_dataset(
+        config_for(folder, grouping, source="hub", hub_id=str(folder), revision=None),
+        tmp_path / "out",
+    )
+    items = pd.read_parquet(tmp_path / "out" / "items.parquet")
+    opened = []
+
+    def spy(hub_id, revision, split="test"):
+        opened.append((hub_id, revision, split))
+        return load_hub_dataset(hub_id, revision, split)
+
+    monkeypatch.setattr(images, "load_hub_dataset", spy)
+    monkeypatch.setattr(images, "_shard_reader", None)  # the parquet branch must not be taken
+    images._hub_dataset.cache_clear()
+    try:
+        for item in items.itertuples(index=False):
+            k = int(item.item_id.rsplit("_", 1)[1])
+            expected = (k * 20 % 256, 80, 160)
+            image = images.load_image(item.image_source, item.image_row)
+            written = Image.open(io.BytesIO(png_bytes(expected))).convert("RGB")
+            assert image.size == (16, 12) and image.tobytes() == written.tobytes(), item.item_id
+    finally:
+        images._hub_dataset.cache_clear()  # drop the dataset of this tmp folder
+    # One dataset opened for all 31 items, and the one the reference names.
+    assert opened == [(str(folder), "main", "test")]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import zarr
 
 from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import split_rows
-from culture_neurons.inference.engine import answer_all
+from culture_neurons.inference.engine import answer_all, answer_batch, prompt_items
+from culture_neurons.models.hooks import hooks_attached
 from culture_neurons.record.recording import (
     baseline_table_from_store,
     partial_path,
@@ -104,4 +106,57 @@ def test_retry_with_half_the_batch_resumes_the_partial_store(
     whole, _ = run(adapter, rows, tmp_path / "whole.zarr")
     (a, _), (b, _) = arrays(tmp_path / "whole.zarr"), arrays(path)
     assert a["tokens"].tolist() == b["tokens"].tolist()
+    np.testing.assert_array_equal(b["fire_count"], a["fire_count"])
     np.testing.assert_allclose(b["pos_sum"], a["pos_sum"], rtol=1e-4, atol=1e-4)
+
+
+# Spelled out here rather than taken from the adapter: the reference's valid tokens are the
+# prompt's attended positions minus the chat markers (image tokens count, token scope "all").
+QWEN_MARKERS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>"]
+
+
+def full_capture_stats(adapter, rows):
+    """Reference statistics: a plain forward of the same batch with every decoder act_fn output
+    kept whole ([B, T, D] per layer), reduced by hand over the prompt's valid tokens."""
+    batch = adapter.build_batch(prompt_items(rows))
+    modules = adapter.act_fn_modules()
+    outputs = [None] * len(modules)
+
+    def keep(layer):
+        def hook(module, args, output):
+            assert outputs[layer] is None, "one forward: the prompt"
+            outputs[layer] = output.detach().clone()
+
+        return hook
+
+    with hooks_attached([(m, keep(i)) for i, m in enumerate(modules)]), torch.inference_mode():
+        adapter.model(**batch)
+    markers = torch.tensor(adapter.tokenizer.convert_tokens_to_ids(QWEN_MARKERS))
+    valid = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], markers)
+    acts = torch.stack(outputs, dim=1).double()  # [B, L, T, D]
+    firing = (acts > 0) & valid[:, None, :, None]
+    fire_count = firing.sum(dim=2).int().numpy()
+    pos_sum = torch.where(firing, acts, 0.0).sum(dim=2).numpy()
+    return fire_count, pos_sum, valid.sum(dim=1).numpy(), batch
+
+
+def test_production_recording_equals_a_full_capture_reference(
+    load_tiny, identification, one_torch_thread
+):
+    # answer_batch(record=True) is what record_identification stores: hooks that reduce the fast
+    # path's prefill on the fly. The reference keeps every activation of a plain forward instead.
+    adapter = load_tiny("qwen2_5_vl")
+    # Prompts of two lengths ("picture 3" and "picture 10"), so the batch is left-padded.
+    longer = identification["question"].str.len() > identification["question"].str.len().min()
+    rows = pd.concat([identification[~longer].head(3), identification[longer].head(2)])
+    answers = answer_batch(adapter, rows, max_new_tokens=4, record=True)
+    fire_count, pos_sum, tokens, batch = full_capture_stats(adapter, rows)
+
+    shape = (len(rows), adapter.n_layers, adapter.n_neurons)
+    assert answers.fire_count.shape == answers.pos_sum.shape == shape
+    assert answers.tokens.tolist() == tokens.tolist()
+    np.testing.assert_array_equal(answers.fire_count, fire_count)
+    np.testing.assert_allclose(answers.pos_sum, pos_sum, rtol=1e-5, atol=1e-5)
+    # Not vacuous: the batch is padded, and neurons fire on some valid tokens but not on all.
+    assert not batch["attention_mask"].bool().all()
+    assert (fire_count > 0).any() and (fire_count < tokens[:, None, None]).any()
