@@ -5,7 +5,8 @@
 Writes (once, then reuses) a synthetic per-item store of the paper's shape (25 cultures x 28
 layers x 18,944 neurons, 5,178 identification items rounded up to 208 per culture, about 60%
 answered correctly), then runs the stability analysis with B = 50 bootstrap resamples and 10
-null replicates for all five selectors in a child process, whose wall time and peak RSS (``ru_maxrss`` of the child) are the numbers.
+null replicates for all five selectors in a child process, whose wall time and peak RSS
+(``ru_maxrss`` of the child) are the numbers.
 Results go to ``<out>/stability.json`` and ``<out>/stability.md``.
 """
 
