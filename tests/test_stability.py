@@ -160,6 +160,8 @@ def test_thin_cultures_are_flagged_and_bad_input_refused(signal_store):
         stability(signal_store, {"cas": {}}, ratio=0.05, n_resamples=0)
     with pytest.raises(InputError, match="data-driven"):
         stability(signal_store, {"rnd-s0": {"method": "rnd"}}, ratio=0.05)
+    with pytest.raises(InputError, match="selector 'cass': unknown selector method"):
+        stability(signal_store, {"cass": {}}, ratio=0.05)
 
 
 def test_jaccard_by_hand():

@@ -38,8 +38,12 @@ class CultureAggregates:
         ]
 
 
-def aggregate(store: ActivationStore, *, only_correct: bool = True) -> CultureAggregates:
-    """Sum each culture's statistics over its (correctly answered) items, chunk by chunk."""
+def used_items(
+    store: ActivationStore, *, only_correct: bool = True
+) -> tuple[list[str], np.ndarray, np.ndarray, bool]:
+    """The store's cultures (sorted), each item's culture index, which items the statistics use
+    (the correctly answered ones, or every item when labels are hidden or the filter is off) and
+    whether the correctness filter applies."""
     group = store.group
     cultures_per_item = [str(c) for c in group["culture"][:]]
     correct = group["correct"][:]
@@ -51,6 +55,14 @@ def aggregate(store: ActivationStore, *, only_correct: bool = True) -> CultureAg
     cultures = sorted(set(cultures_per_item))
     index = {c: i for i, c in enumerate(cultures)}
     culture_idx = np.array([index[c] for c in cultures_per_item])
+    return cultures, culture_idx, keep, use_filter
+
+
+def aggregate(store: ActivationStore, *, only_correct: bool = True) -> CultureAggregates:
+    """Sum each culture's statistics over its (correctly answered) items, chunk by chunk."""
+    group = store.group
+    cultures, culture_idx, keep, use_filter = used_items(store, only_correct=only_correct)
+    index = {c: i for i, c in enumerate(cultures)}
     _, n_layers, n_neurons = group["fire_count"].shape
     fire = np.zeros((len(cultures), n_layers, n_neurons), dtype=np.float64)
     pos = np.zeros_like(fire)

@@ -35,7 +35,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from culture_neurons.errors import InputError
+from culture_neurons.record.aggregate import used_items
 from culture_neurons.record.store import ActivationStore
+from culture_neurons.selection.controls import is_control
 from culture_neurons.selection.selectors import budget, is_culture_independent, method_function
 
 log = logging.getLogger(__name__)
@@ -159,26 +161,28 @@ def accumulate(
         )  # fmt: skip
     # Fixed-label replicates share the true labels; take them from the first one.
     true_labels = plan.labels[replicates[fixed[0]]] if fixed else None
+    fixed_weights = plan.weights[[replicates[k] for k in fixed]]
+    chosen = [replicates[k] for k in permuted]
+    permuted_labels, permuted_weights = plan.labels[chosen], plan.weights[chosen]
+    any_used = (plan.labels[replicates] >= 0).any(axis=0)
     for chunk in tqdm(range(store.n_chunks), desc="stability pass", unit="chunk", leave=False):
         rows = store.chunk_slice(chunk)
-        labels_now = plan.labels[replicates][:, rows]
-        if not (labels_now >= 0).any():
+        if not any_used[rows].any():
             continue
         counts = group["fire_count"][rows].reshape(rows.stop - rows.start, cells)
         sums = group["pos_sum"][rows].reshape(rows.stop - rows.start, cells)
         counts = counts.astype(np.float32)
         if fixed:
             chunk_labels = true_labels[rows]
-            w = plan.weights[[replicates[k] for k in fixed]][:, rows]
+            w = fixed_weights[:, rows]
             for c in np.unique(chunk_labels[chunk_labels >= 0]):
                 mine = chunk_labels == c
                 fire[fixed, c] += w[:, mine] @ counts[mine]
                 pos[fixed, c] += w[:, mine] @ sums[mine]
         if permuted:
-            chosen = [replicates[k] for k in permuted]
-            chunk_labels = plan.labels[chosen][:, rows]
+            chunk_labels = permuted_labels[:, rows]
             onehot = chunk_labels[:, None, :] == np.arange(n_cultures)[None, :, None]
-            weighted = (onehot * plan.weights[chosen][:, None, rows]).astype(np.float32)
+            weighted = (onehot * permuted_weights[:, None, rows]).astype(np.float32)
             # One replicate at a time: a single [R·C, items] product would need a temporary as
             # large as the accumulators, and measured slower.
             for j, k in enumerate(permuted):
@@ -218,13 +222,12 @@ def _selectable(
         params = dict(entry)
         method = str(params.pop("method", name.split("-")[0]))
         try:
-            if is_culture_independent(method):
+            # RND and the controls (rnd_matched) have no statistics of their own to resample.
+            if is_control(method) or is_culture_independent(method):
                 continue
-            fn = method_function(method, params)
-        except ValueError:
-            # Controls (rnd_matched) and unknown methods: no statistics of their own to resample.
-            continue
-        chosen[name] = (fn, params)
+            chosen[name] = (method_function(method, params), params)
+        except ValueError as err:
+            raise InputError(f"selector {name!r}: {err}") from err
     if not chosen:
         raise InputError(
             "stability needs at least one data-driven, culture-specific selector (e.g. cas); "
@@ -249,13 +252,8 @@ def stability(
     ``method``) on the full data, the bootstrap resamples and the permutation null."""
     chosen = _selectable(selectors)
     group = store.group
-    item_cultures_names = [str(c) for c in group["culture"][:]]
-    cultures = sorted(set(item_cultures_names))
-    index = {c: i for i, c in enumerate(cultures)}
-    item_cultures = np.array([index[c] for c in item_cultures_names])
-    correct = group["correct"][:]
-    labelled = bool((correct >= 0).any())
-    used = correct == 1 if (only_correct and labelled) else np.ones(len(correct), dtype=bool)
+    # The select stage's own filter, so the full replicate is its aggregate.
+    cultures, item_cultures, used, _ = used_items(store, only_correct=only_correct)
     plan = resample_plan(
         item_cultures, used, cultures, n_resamples=n_resamples, null_resamples=null_resamples,
         seed=seed, min_items=min_items,

@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from culture_neurons.analysis.control_figures import plot_stability
-from culture_neurons.record.store import open_store
+from culture_neurons.record.store import open_store, write_index_coords
 from culture_neurons.selection.stability import stability
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,12 @@ def write_frequency(
             dimension_names=dims,
         )  # fmt: skip
         array[:] = values
-    shape = next(iter(frequency.values())).shape
-    for dim, values in zip(
-        dims, [np.asarray(cultures, dtype=str), np.arange(shape[1]), np.arange(shape[2])],
-        strict=True,
-    ):  # fmt: skip
-        coord = group.create_array(
-            dim, shape=values.shape, dtype=values.dtype, dimension_names=[dim]
-        )
-        coord[:] = values
+    names = group.create_array(
+        "culture", shape=(len(cultures),), dtype=str, dimension_names=["culture"]
+    )
+    names[:] = np.asarray(cultures, dtype=str)
+    _, n_layers, n_neurons = next(iter(frequency.values())).shape
+    write_index_coords(group, layer=n_layers, neuron=n_neurons)
     group.attrs.update(attrs)
 
 
