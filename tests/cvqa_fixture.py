@@ -135,3 +135,17 @@ France\tBreton\tFRA\t4\t4
 def write_grouping(path: Path, text: str = GROUPING_TSV) -> Path:
     path.write_text(text)
     return path
+
+
+def prepare_fixture(root: Path) -> Path:
+    """prepare-data on the clean CVQA fixture (no bad rows, no train portion) under ``root``;
+    returns its output folder (items.parquet, report.json, ...)."""
+    from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
+
+    source = write_fixture(root / "src", with_bad_rows=False)
+    config = DatasetConfig(
+        name="fixture", source="local", local_dir=str(source),
+        grouping=str(write_grouping(root / "groups.tsv")),
+    )  # fmt: skip
+    prepare_dataset(config, root / "out")
+    return root / "out"

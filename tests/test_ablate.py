@@ -7,27 +7,20 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import split_rows
 from culture_neurons.inference.engine import answer_all, answer_masked
 from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.store import create_or_resume
 from culture_neurons.selection.masks import keep_masks, read_masks, write_masks
-from tests.cvqa_fixture import write_fixture, write_grouping
+from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]
 
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("cvqa")
-    source = write_fixture(root / "src", with_bad_rows=False)
-    config = DatasetConfig(
-        name="fixture", source="local", local_dir=str(source),
-        grouping=str(write_grouping(root / "groups.tsv")),
-    )  # fmt: skip
-    prepare_dataset(config, root / "out")
-    return split_rows(pd.read_parquet(root / "out" / "items.parquet"), "evaluation").head(5)
+    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
+    return split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(5)
 
 
 def test_mixed_mask_batches_equal_one_mask_at_a_time(load_tiny, evaluation, one_torch_thread):

@@ -28,7 +28,14 @@ from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.store import create_or_resume, open_store
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks, write_masks
 from culture_neurons.selection.stage import select_stage
-from tests.cvqa_fixture import SCHEMA, good_rows, row, write_fixture, write_grouping
+from tests.cvqa_fixture import (
+    SCHEMA,
+    good_rows,
+    prepare_fixture,
+    row,
+    write_fixture,
+    write_grouping,
+)
 
 pytest_plugins = ["tests.tiny_models"]
 
@@ -71,14 +78,7 @@ def grouping(tmp_path):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """prepare-data's output for the CVQA fixture; no train portion, so train_items is empty."""
-    root = tmp_path_factory.mktemp("prepared")
-    source = write_fixture(root / "src", with_bad_rows=False)
-    config = DatasetConfig(
-        name="fixture", source="local", local_dir=str(source),
-        grouping=str(write_grouping(root / "groups.tsv")),
-    )  # fmt: skip
-    prepare_dataset(config, root / "out")
-    return root / "out"
+    return prepare_fixture(tmp_path_factory.mktemp("prepared"))
 
 
 def tiny_entry(path) -> dict:

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from culture_neurons import cli
-from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import split_rows
 from culture_neurons.inference import batch_memory, engine
 from culture_neurons.inference.decoding import OutOfMemoryError
 from culture_neurons.inference.engine import answer_masked, reference_answers
-from tests.cvqa_fixture import write_fixture, write_grouping
+from tests.cvqa_fixture import prepare_fixture
 from tests.fake_memory import FakeMemory
 
 pytest_plugins = ["tests.tiny_models"]
@@ -27,14 +26,8 @@ GPU0 = torch.device("cuda", 0)
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("cvqa")
-    source = write_fixture(root / "src", with_bad_rows=False)
-    config = DatasetConfig(
-        name="fixture", source="local", local_dir=str(source),
-        grouping=str(write_grouping(root / "groups.tsv")),
-    )  # fmt: skip
-    prepare_dataset(config, root / "out")
-    return split_rows(pd.read_parquet(root / "out" / "items.parquet"), "evaluation").head(6)
+    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
+    return split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(6)
 
 
 def _random_keep(adapter, n_masks: int, seed: int, off: float = 0.3) -> torch.Tensor:

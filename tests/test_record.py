@@ -8,7 +8,6 @@ import pytest
 import torch
 import zarr
 
-from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import split_rows
 from culture_neurons.inference.engine import answer_all, answer_batch, prompt_items
 from culture_neurons.models.hooks import hooks_attached
@@ -19,21 +18,15 @@ from culture_neurons.record.recording import (
     store_attrs,
 )
 from culture_neurons.record.store import StoreMismatchError
-from tests.cvqa_fixture import write_fixture, write_grouping
+from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]
 
 
 @pytest.fixture(scope="module")
 def identification(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("cvqa")
-    source = write_fixture(root / "src", with_bad_rows=False)
-    grouping = write_grouping(root / "groups.tsv")
-    config = DatasetConfig(
-        name="fixture", source="local", local_dir=str(source), grouping=str(grouping)
-    )
-    prepare_dataset(config, root / "out")
-    return split_rows(pd.read_parquet(root / "out" / "items.parquet"), "identification")
+    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
+    return split_rows(pd.read_parquet(out / "items.parquet"), "identification")
 
 
 def run(adapter, rows, path, **kwargs):
