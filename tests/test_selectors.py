@@ -19,7 +19,10 @@ from culture_neurons.selection.selectors import (
     _entropy,
     activation_probability,
     budget,
+    has_ranking,
     is_culture_independent,
+    mask_from_ranks,
+    rank,
     select,
 )
 
@@ -243,7 +246,8 @@ def test_rnd_same_mask_for_every_culture_and_seeded():
         assert mask[0].sum() == 10
     assert (masks[0] != masks[1]).any()
     np.testing.assert_array_equal(masks[0], select("rnd", fire, pos, tokens, ratio=0.1))
-    expected = np.random.default_rng(7).choice(100, size=10, replace=False)
+    # The first k of one seeded permutation, so a larger ratio's mask contains a smaller one's.
+    expected = np.random.default_rng(7).permutation(100)[:10]
     chosen = select("rnd", fire, pos, tokens, ratio=0.1, seed=7)[0].ravel()
     assert sorted(np.flatnonzero(chosen)) == sorted(expected)
 
@@ -472,3 +476,47 @@ def test_exact_budget_unless_fewer_candidates(case, choice):
     else:
         candidates = reference(method, fire, pos, tokens, 1.0, **params).sum(axis=(1, 2))
     np.testing.assert_array_equal(selected.sum(axis=(1, 2)), np.minimum(k, candidates))
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=cases(dyadic=True), choice=methods())
+def test_ranking_gives_every_budgets_mask_nested(case, choice):
+    """One ranking serves every ratio: its top k is the literal reference's (RND: ``select``'s)
+    mask at budget k, for every k, and each is contained in the next."""
+    method, params = choice
+    fire, pos, tokens, _ = case
+    params = {"alpha": 95, "beta": 90, "rho": 1.0, **params} if method == "lape" else params
+    C, L, D = fire.shape
+    ranks = rank(method, fire, pos, tokens, **params)
+    assert ranks.dtype == np.int32 and ranks.shape == (C, L, D)
+    for row in ranks.reshape(C, -1):  # each culture's candidates numbered 0..n-1, once each
+        ranked = np.sort(row[row >= 0])
+        np.testing.assert_array_equal(ranked, np.arange(ranked.size))
+        assert (row[row < 0] == -1).all()
+    previous = np.zeros((C, L, D), dtype=bool)
+    for k in range(L * D + 1):
+        mask = mask_from_ranks(ranks, k)
+        ratio = k / (L * D)
+        if method == "rnd":
+            expected = select(method, fire, pos, tokens, ratio=ratio, **params)
+        else:
+            expected = reference(method, fire, pos, tokens, ratio, **params)
+        np.testing.assert_array_equal(mask, expected)
+        assert not (previous & ~mask).any()
+        previous = mask
+
+
+def test_a_method_without_ranking_selects_but_cannot_rank(monkeypatch):
+    import culture_neurons.selection.selectors as selectors
+
+    def first_k(P, M, k):
+        out = np.zeros(P.shape, dtype=bool)
+        out.reshape(P.shape[0], -1)[:, :k] = True
+        return out
+
+    monkeypatch.setitem(selectors.METHODS, "first_k", first_k)
+    fire, pos, tokens = random_aggregates(np.random.default_rng(0), 2, 1, 10)
+    assert has_ranking("cas") and has_ranking("conact") and not has_ranking("first_k")
+    assert select("first_k", fire, pos, tokens, ratio=0.2).sum() == 4
+    with pytest.raises(ValueError, match="'first_k' has no ranking.*ratio sweeps"):
+        rank("first_k", fire, pos, tokens)

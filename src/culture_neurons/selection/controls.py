@@ -29,28 +29,36 @@ def _culture_rng(seed: int, culture: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(culture.encode("utf-8"))])
 
 
-def layer_matched_random(
-    reference: np.ndarray, cultures: Sequence[str], *, seed: int = 0
+def layer_matched_random_ranks(
+    reference_ranks: np.ndarray, cultures: Sequence[str], *, seed: int = 0
 ) -> np.ndarray:
-    """Bool ``[C, L, D]``: per culture row of ``reference`` and per layer, as many neurons as the
-    reference selects there, uniformly at random within that layer (without replacement).
+    """Int32 ``[C, L, D]`` ranking (-1 = not ranked) whose top k has, for every k, per culture
+    and layer exactly as many neurons as the reference ranking's top k, drawn uniformly within
+    the layer.
 
-    A culture whose reference mask is empty gets an empty mask.
+    Per culture and layer a permutation of the layer's neurons is drawn (for every layer, so the
+    draws do not depend on the reference's counts); its j-th neuron takes the j-th smallest
+    reference rank in that layer. So the masks at every ratio are nested and layer-matched, and
+    at the reference's own budget they are the layer-matched random mask. A culture whose
+    reference ranks nothing gets no ranks.
     """
-    reference = np.asarray(reference)
-    if reference.dtype != bool or reference.ndim != 3:
-        raise ValueError(f"reference must be a bool [C, L, D] mask, got {reference.dtype}")
-    if reference.shape[0] != len(cultures):
-        raise ValueError(f"{len(cultures)} culture names for {reference.shape[0]} mask rows")
+    reference_ranks = np.asarray(reference_ranks)
+    if reference_ranks.dtype.kind not in "iu" or reference_ranks.ndim != 3:
+        raise ValueError(
+            f"reference ranks must be an integer [C, L, D] array, got {reference_ranks.dtype} "
+            f"of shape {reference_ranks.shape}"
+        )
+    if reference_ranks.shape[0] != len(cultures):
+        raise ValueError(f"{len(cultures)} culture names for {reference_ranks.shape[0]} mask rows")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"rnd_matched: seed must be a non-negative integer, got {seed!r}")
-    n_cultures, n_layers, n_neurons = reference.shape
-    counts = reference.sum(axis=2)
-    out = np.zeros_like(reference)
+    n_cultures, n_layers, n_neurons = reference_ranks.shape
+    out = np.full(reference_ranks.shape, -1, dtype=np.int32)
     for c, culture in enumerate(cultures):
         rng = _culture_rng(int(seed), str(culture))
         for layer in range(n_layers):
-            k = int(counts[c, layer])
-            if k:
-                out[c, layer, rng.choice(n_neurons, size=k, replace=False)] = True
+            order = rng.permutation(n_neurons)
+            layer_ranks = reference_ranks[c, layer]
+            ranked = np.sort(layer_ranks[layer_ranks >= 0])
+            out[c, layer, order[: ranked.size]] = ranked
     return out

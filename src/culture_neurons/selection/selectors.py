@@ -56,6 +56,9 @@ from culture_neurons.selection.controls import is_control
 
 Selector = Callable[..., np.ndarray]
 
+#: Rank of a neuron that is no candidate of that culture.
+NOT_RANKED = -1
+
 
 # -- shared pieces ----------------------------------------------------------------------------
 
@@ -170,24 +173,48 @@ def _rank_top_k(candidates: np.ndarray, keys: list[np.ndarray], k: int) -> np.nd
     return positions[order[:k]]
 
 
-def _empty_mask(P: np.ndarray) -> np.ndarray:
-    return np.zeros((P.shape[0], P.shape[1] * P.shape[2]), dtype=bool)
+def _rank_row(row: np.ndarray, candidates: np.ndarray, keys: list[np.ndarray]) -> None:
+    """Write each candidate's rank (0 = best, by ``_rank_top_k``'s order) into ``row``."""
+    order = _rank_top_k(candidates, keys, candidates.size)
+    row[candidates[order]] = np.arange(order.size, dtype=row.dtype)
+
+
+def _no_ranks(P: np.ndarray) -> np.ndarray:
+    return np.full((P.shape[0], P.shape[1] * P.shape[2]), NOT_RANKED, dtype=np.int32)
+
+
+def mask_from_ranks(ranks: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` of a ranking (``[..., L, D]`` int, -1 = not a candidate): bool, same shape.
+
+    Masks of one ranking are nested: ``mask_from_ranks(r, k1) <= mask_from_ranks(r, k2)`` for
+    ``k1 <= k2``. A culture with fewer than ``k`` candidates gets all of them.
+    """
+    ranks = np.asarray(ranks)
+    return (ranks >= 0) & (ranks < k)
 
 
 # -- the methods ------------------------------------------------------------------------------
+#
+# Each method is a ranking (``rank_<method>``: int32 [C, L, D], each culture's candidates numbered
+# 0, 1, ... best first, -1 for the rest) and its top-k mask. The filters (gates, LAPE's pool and
+# assignment) do not depend on k, so every method's masks are nested across budgets.
+
+
+def rank_rnd(P: np.ndarray, M: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """RND (B.2.1): a seeded permutation of all neurons, the same for every culture."""
+    n_cultures, n_layers, n_neurons = P.shape
+    order = np.random.default_rng(seed).permutation(n_layers * n_neurons)
+    row = np.empty(n_layers * n_neurons, dtype=np.int32)
+    row[order] = np.arange(order.size, dtype=np.int32)
+    return np.repeat(row[None, :], n_cultures, axis=0).reshape(P.shape)
 
 
 def rnd(P: np.ndarray, M: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     """RND (B.2.1): k neurons uniformly over all layers, the same mask for every culture."""
-    n_cultures, n_layers, n_neurons = P.shape
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(n_layers * n_neurons, size=k, replace=False)
-    row = np.zeros(n_layers * n_neurons, dtype=bool)
-    row[chosen] = True
-    return np.repeat(row[None, :], n_cultures, axis=0).reshape(P.shape)
+    return mask_from_ranks(rank_rnd(P, M, seed=seed), k)
 
 
-def lap(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarray:
+def rank_lap(P: np.ndarray, M: np.ndarray, *, alpha: float = 95) -> np.ndarray:
     """LAP (B.2.2): per culture, rank by P[c] among triples that pass the activity gate.
 
     Gate: keep (l, n, c) with ``P[c] >= p_th`` (alpha-percentile of all P). Rank by P[c]
@@ -196,19 +223,23 @@ def lap(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarra
     p_th = _gate_threshold(P, alpha)
     flat = P.reshape(P.shape[0], -1)
     first, second, arg = _top_two(flat)
-    out = _empty_mask(P)
+    out = _no_ranks(P)
     for c in range(flat.shape[0]):
         cand = np.flatnonzero(_active(flat[c], p_th))
         p_c = flat[c, cand]
         margin = p_c - _other_max(c, first[cand], second[cand], arg[cand])
-        out[c, cand[_rank_top_k(cand, [p_c, margin], k)]] = True
+        _rank_row(out[c], cand, [p_c, margin])
     return out.reshape(P.shape)
 
 
-def lape(
+def lap(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarray:
+    """LAP's top k per culture (see `rank_lap`)."""
+    return mask_from_ranks(rank_lap(P, M, alpha=alpha), k)
+
+
+def rank_lape(
     P: np.ndarray,
     M: np.ndarray,
-    k: int,
     *,
     alpha: float = 95,
     beta: float = 90,
@@ -237,7 +268,7 @@ def lape(
     p_th, p_bar = (float(v) for v in np.percentile(P, [alpha, beta]))
     flat = P.reshape(P.shape[0], -1)
     first, second, arg = _top_two(flat)
-    out = _empty_mask(P)
+    out = _no_ranks(P)
     survivors = np.flatnonzero(_active(first, p_th))
     if survivors.size == 0:
         return out.reshape(P.shape)
@@ -249,13 +280,25 @@ def lape(
     assigned = (top >= p_bar) & (top > runner_up)
     for c in range(flat.shape[0]):
         mine = assigned & (owner == c)
-        cand = pool[mine]
         keys = [top[mine], -pool_entropy[mine], top[mine] - runner_up[mine]]
-        out[c, cand[_rank_top_k(cand, keys, k)]] = True
+        _rank_row(out[c], pool[mine], keys)
     return out.reshape(P.shape)
 
 
-def mad(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarray:
+def lape(
+    P: np.ndarray,
+    M: np.ndarray,
+    k: int,
+    *,
+    alpha: float = 95,
+    beta: float = 90,
+    rho: float = 1.0,
+) -> np.ndarray:
+    """LAPE's top k per culture (see `rank_lape`)."""
+    return mask_from_ranks(rank_lape(P, M, alpha=alpha, beta=beta, rho=rho), k)
+
+
+def rank_mad(P: np.ndarray, M: np.ndarray, *, alpha: float = 95) -> np.ndarray:
     """MAD (B.2.4): per culture, rank by ``M[c] - mean_{c' != c} M[c']`` among active triples.
 
     Gate: keep (l, n, c) with ``P[c] >= p_th`` (alpha-percentile of all P). Rank by the score
@@ -269,21 +312,26 @@ def mad(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarra
     m_flat = M.reshape(n_cultures, -1)
     total = _sorted_over_cultures(m_flat).sum(axis=0)
     first, second, arg = _top_two(m_flat)
-    out = _empty_mask(P)
+    out = _no_ranks(P)
     for c in range(n_cultures):
         cand = np.flatnonzero(_active(p_flat[c], p_th))
         m_c = m_flat[c, cand]
         score = (n_cultures * m_c - total[cand]) / (n_cultures - 1)
         margin = m_c - _other_max(c, first[cand], second[cand], arg[cand])
-        out[c, cand[_rank_top_k(cand, [score, p_flat[c, cand], margin], k)]] = True
+        _rank_row(out[c], cand, [score, p_flat[c, cand], margin])
     return out.reshape(P.shape)
 
 
-def cas(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float | None = None) -> np.ndarray:
+def mad(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarray:
+    """MAD's top k per culture (see `rank_mad`)."""
+    return mask_from_ranks(rank_mad(P, M, alpha=alpha), k)
+
+
+def rank_cas(P: np.ndarray, M: np.ndarray, *, alpha: float | None = None) -> np.ndarray:
     """CAS / ConAct (section 3.4): the margin between a neuron's top two cultures.
 
     ``score(c) = P1 - P2`` for the neuron's top culture ``c = argmax P`` and ``-inf`` otherwise;
-    per culture, the top k of the neurons it tops (ties: flat index). A shared maximum is no top
+    per culture, the neurons it tops by score (ties: flat index). A shared maximum is no top
     culture (see the module notes). The paper applies no activity gate; ``alpha`` adds the LAP
     gate, which for a top culture reads ``max_c P >= p_th``.
     """
@@ -293,11 +341,16 @@ def cas(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float | None = None) -> 
     if alpha is not None:
         eligible &= _active(first, _gate_threshold(P, alpha))
     margin = first - second
-    out = _empty_mask(P)
+    out = _no_ranks(P)
     for c in range(flat.shape[0]):
         cand = np.flatnonzero(eligible & (arg == c))
-        out[c, cand[_rank_top_k(cand, [margin[cand]], k)]] = True
+        _rank_row(out[c], cand, [margin[cand]])
     return out.reshape(P.shape)
+
+
+def cas(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float | None = None) -> np.ndarray:
+    """CAS's top k per culture (see `rank_cas`)."""
+    return mask_from_ranks(rank_cas(P, M, alpha=alpha), k)
 
 
 #: Selector name -> function. ``conact`` is the paper's v2 name of CAS.
@@ -308,6 +361,17 @@ METHODS: dict[str, Selector] = {
     "mad": mad,
     "cas": cas,
     "conact": cas,
+}
+
+#: Selector name -> its full ranking, for methods that have one (ratio sweeps need it). A method
+#: registered in METHODS only still selects at the headline ratio.
+RANKINGS: dict[str, Selector] = {
+    "rnd": rank_rnd,
+    "lap": rank_lap,
+    "lape": rank_lape,
+    "mad": rank_mad,
+    "cas": rank_cas,
+    "conact": rank_cas,
 }
 
 #: Methods whose mask is the same for every culture row.
@@ -365,6 +429,43 @@ def _check_params(method: str, fn: Selector, params: dict[str, object]) -> None:
             raise ValueError(f"{method}: seed must be a non-negative integer, got {value!r}")
 
 
+def has_ranking(method: str) -> bool:
+    """Whether ``method`` (aliases included) has a full ranking, so it can serve ratio sweeps."""
+    return _method(method) in {METHODS[name] for name in RANKINGS}
+
+
+def _probabilities(
+    method: str, fire_count: np.ndarray, pos_sum: np.ndarray, tokens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``P`` and ``M`` (float64 ``[C, L, D]``) from the per-culture sums."""
+    fire_count = np.asarray(fire_count)
+    pos_sum = np.asarray(pos_sum)
+    if fire_count.ndim != 3 or pos_sum.shape != fire_count.shape:
+        raise ValueError(
+            "fire_count and pos_sum must both be [C, L, D], "
+            f"got {fire_count.shape} and {pos_sum.shape}"
+        )
+    n_cultures = fire_count.shape[0]
+    if n_cultures < 2 and not is_culture_independent(method):
+        raise ValueError(f"{method} compares cultures: needs at least 2, got {n_cultures}")
+    tokens = _check_tokens(tokens, n_cultures)
+    P = activation_probability(fire_count, tokens)
+    # The slack lets float32 counts above 2**24 round past their token count.
+    if not (np.isfinite(P).all() and (P >= 0).all() and (P <= 1 + 1e-6).all()):
+        raise ValueError("fire_count must be finite, non-negative and at most tokens")
+    M = np.divide(pos_sum, tokens[:, None, None], dtype=np.float64)
+    if not (np.isfinite(M).all() and (M >= 0).all()):
+        raise ValueError("pos_sum must be finite and non-negative")
+    return P, M
+
+
+def _checked_output(method: str, out: np.ndarray, shape: tuple[int, ...], kind: str) -> None:
+    # A selector bug must not reach the masks silently.
+    wrong = out.dtype != bool if kind == "mask" else out.dtype.kind not in "iu"
+    if wrong or out.shape != shape:
+        raise RuntimeError(f"{method} returned {out.dtype} {out.shape}, not a {kind} of {shape}")
+
+
 def select(
     method: str,
     fire_count: np.ndarray,
@@ -383,32 +484,36 @@ def select(
     """
     fn = _method(method)
     _check_params(method, fn, params)
-    fire_count = np.asarray(fire_count)
-    pos_sum = np.asarray(pos_sum)
-    if fire_count.ndim != 3 or pos_sum.shape != fire_count.shape:
-        raise ValueError(
-            "fire_count and pos_sum must both be [C, L, D], "
-            f"got {fire_count.shape} and {pos_sum.shape}"
-        )
-    n_cultures, n_layers, n_neurons = fire_count.shape
-    if n_cultures < 2 and not is_culture_independent(method):
-        raise ValueError(f"{method} compares cultures: needs at least 2, got {n_cultures}")
-    k = budget(ratio, n_layers, n_neurons)
-    tokens = _check_tokens(tokens, n_cultures)
-    P = activation_probability(fire_count, tokens)
-    # The slack lets float32 counts above 2**24 round past their token count.
-    if not (np.isfinite(P).all() and (P >= 0).all() and (P <= 1 + 1e-6).all()):
-        raise ValueError("fire_count must be finite, non-negative and at most tokens")
-    M = np.divide(pos_sum, tokens[:, None, None], dtype=np.float64)
-    if not (np.isfinite(M).all() and (M >= 0).all()):
-        raise ValueError("pos_sum must be finite and non-negative")
+    k = budget(ratio, *np.shape(fire_count)[1:]) if np.ndim(fire_count) == 3 else 0
+    P, M = _probabilities(method, fire_count, pos_sum, tokens)
     selected = fn(P, M, k, **params)
-    if selected.dtype != bool or selected.shape != P.shape:
-        # A selector bug must not reach the masks silently.
-        raise RuntimeError(
-            f"{method} returned {selected.dtype} {selected.shape}, not bool {P.shape}"
-        )
+    _checked_output(method, selected, P.shape, "mask")
     return selected
+
+
+def rank(
+    method: str,
+    fire_count: np.ndarray,
+    pos_sum: np.ndarray,
+    tokens: np.ndarray,
+    **params: object,
+) -> np.ndarray:
+    """Each culture's full ranking of its candidate neurons: int32 ``[C, L, D]``, 0 = best,
+    -1 = not a candidate. ``select(..., ratio=r)`` equals
+    ``mask_from_ranks(rank(...), budget(r, L, D))``. Same inputs and errors as `select`; a
+    method without a ranking (see `has_ranking`) is refused."""
+    fn = _method(method)
+    _check_params(method, fn, params)
+    if not has_ranking(method):
+        raise ValueError(
+            f"selector method {method!r} has no ranking (only a top-k mask): it cannot serve "
+            "ratio sweeps; register a ranking in RANKINGS or use a single ratio"
+        )
+    P, M = _probabilities(method, fire_count, pos_sum, tokens)
+    ranking = next(RANKINGS[name] for name in RANKINGS if METHODS[name] is fn)
+    ranks = ranking(P, M, **params)
+    _checked_output(method, ranks, P.shape, "ranking")
+    return ranks.astype(np.int32, copy=False)
 
 
 def method_function(method: str, params: dict[str, object]) -> Selector:

@@ -15,9 +15,21 @@ import numpy as np
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.store import ActivationStore, open_store
-from culture_neurons.selection.controls import CONTROL_METHODS, is_control, layer_matched_random
-from culture_neurons.selection.masks import ALL_CULTURES, read_masks, write_masks
-from culture_neurons.selection.selectors import is_culture_independent, select
+from culture_neurons.selection.controls import (
+    CONTROL_METHODS,
+    is_control,
+    layer_matched_random_ranks,
+)
+from culture_neurons.selection.masks import ALL_CULTURES, read_ranks, write_masks
+from culture_neurons.selection.selectors import (
+    NOT_RANKED,
+    budget,
+    has_ranking,
+    is_culture_independent,
+    mask_from_ranks,
+    rank,
+    select,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +85,19 @@ def _counts(selected: np.ndarray, cultures: list[str]) -> dict[str, Any]:
     }
 
 
+def _ranking_attrs(ranks: np.ndarray | None, cultures: list[str]) -> dict[str, Any]:
+    """What a ratio sweep can rely on: whether the store has a ranking, and how many candidates
+    each culture has (a culture's masks stop growing there; they stay nested)."""
+    if ranks is None:
+        return {"ranked": False, "nested": False}
+    candidates = (ranks >= 0).sum(axis=(1, 2)).tolist()
+    return {
+        "ranked": True,
+        "nested": True,
+        "candidates_per_culture": dict(zip(cultures, candidates, strict=True)),
+    }
+
+
 def _selected_masks(
     opened: ActivationStore,
     selector: str,
@@ -95,19 +120,22 @@ def _selected_masks(
             "a culture-specific selector needs at least two to compare"
         )
     start = time.perf_counter()
-    selected = np.zeros(agg.fire_count.shape, dtype=bool)
-    if independent:
-        selected[:] = select(
-            method, agg.fire_count, agg.pos_sum, np.maximum(agg.tokens, 1), ratio=ratio, **params
-        )
+    ranked = has_ranking(method)
+    rows = slice(None) if independent else scorable
+    tokens = np.maximum(agg.tokens, 1) if independent else agg.tokens[scorable]
+    inputs = (agg.fire_count[rows], agg.pos_sum[rows], tokens)
+    ranks = None
+    if ranked:
+        ranks = np.full(agg.fire_count.shape, NOT_RANKED, dtype=np.int32)
+        ranks[rows] = rank(method, *inputs, **params)
+        selected = mask_from_ranks(ranks, budget(ratio, *ranks.shape[1:]))
     else:
-        selected[scorable] = select(
-            method, agg.fire_count[scorable], agg.pos_sum[scorable], agg.tokens[scorable],
-            ratio=ratio, **params,
-        )  # fmt: skip
+        selected = np.zeros(agg.fire_count.shape, dtype=bool)
+        selected[rows] = select(method, *inputs, ratio=ratio, **params)
     seconds = time.perf_counter() - start
     if independent:
         selected, cultures = selected[:1], [ALL_CULTURES]
+        ranks = None if ranks is None else ranks[:1]
     attrs = {
         "selector": selector,
         "method": method,
@@ -117,8 +145,9 @@ def _selected_masks(
         "correct_filter": agg.correct_filter,
         "thin_cultures": agg.thin_cultures,
         "unscorable_cultures": unscorable,
+        **_ranking_attrs(ranks, cultures),
     }
-    write_masks(out, selected, cultures, attrs)
+    write_masks(out, selected, cultures, attrs, ranks=ranks)
     return {
         **attrs,
         "seconds": round(seconds, 3),
@@ -145,7 +174,7 @@ def _control_masks(
         raise InputError(f"selector {selector!r} ({method}) needs {key!r}: the selector to match")
     if reference_masks is None:
         raise InputError(f"selector {selector!r} ({method}) needs --reference-masks")
-    reference, cultures, ref_attrs = read_masks(reference_masks)
+    reference_ranks, cultures, ref_attrs = read_ranks(reference_masks)
     if cultures == [ALL_CULTURES]:
         raise InputError(
             f"selector {selector!r}: {key} {params[key]!r} is culture-independent; "
@@ -158,9 +187,11 @@ def _control_masks(
             "another activation store; rerun its select job"
         )
     start = time.perf_counter()
-    selected = layer_matched_random(reference, cultures, seed=int(params.get("seed", 0)))
+    ranks = layer_matched_random_ranks(reference_ranks, cultures, seed=int(params.get("seed", 0)))
+    reference_ratio = float(ref_attrs.get("ratio", ratio))
+    selected = mask_from_ranks(ranks, budget(reference_ratio, *ranks.shape[1:]))
     seconds = time.perf_counter() - start
-    empty = [c for c, row in zip(cultures, reference, strict=True) if not row.any()]
+    empty = [c for c, row in zip(cultures, selected, strict=True) if not row.any()]
     if empty:
         log.warning("the reference selects nothing for %s: empty masks", ", ".join(empty))
     attrs = {
@@ -168,12 +199,13 @@ def _control_masks(
         "method": method,
         "params": params,
         # The reference's ratio: a control always matches its reference's counts.
-        "ratio": ref_attrs.get("ratio", ratio),
+        "ratio": reference_ratio,
         **mine,
         "reference_selector": ref_attrs.get("selector"),
         "correct_filter": ref_attrs.get("correct_filter"),
         "empty_reference_cultures": empty,
         "unscorable_cultures": list(ref_attrs.get("unscorable_cultures", [])),
+        **_ranking_attrs(ranks, cultures),
     }
-    write_masks(out, selected, cultures, attrs)
+    write_masks(out, selected, cultures, attrs, ranks=ranks)
     return {**attrs, "seconds": round(seconds, 3), **_counts(selected, cultures)}
