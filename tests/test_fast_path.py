@@ -7,6 +7,7 @@ change an answer or the order of the output.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -45,6 +46,33 @@ def test_fast_path_equals_generate_per_item_and_mask(tiny_adapter, evaluation, o
         )
         assert fast[mask]["output"].tolist() == expected
         assert fast[mask]["item_id"].tolist() == evaluation["item_id"].tolist()
+
+
+def test_fast_path_mixes_intervention_kinds_as_each_alone(tiny_adapter, evaluation,
+                                                         one_torch_thread):  # fmt: skip
+    """Zero, mean and scale banks as rows of the same batches answer as `generate()` does under
+    each bank alone."""
+    from culture_neurons.ablation.conditions import banks, parse_intervention
+
+    generator = torch.Generator().manual_seed(3)
+    shape = (1, tiny_adapter.n_layers, tiny_adapter.n_neurons)
+    selected = (torch.rand(shape, generator=generator) < 0.4).numpy()
+    means = (3 * torch.randn(shape[1:], generator=generator)).numpy()
+    kinds = [{"kind": "zero"}, {"kind": "mean"}, {"kind": "scale", "factor": 4.0}]
+    parts = [banks(selected, parse_intervention(kind), means) for kind in kinds]
+    factor = torch.from_numpy(np.concatenate([f for f, _ in parts]))
+    offset = torch.from_numpy(
+        np.concatenate([np.zeros_like(f) if o is None else o for f, o in parts])
+    )
+    fast = answer_masked(tiny_adapter, evaluation, factor, offset=offset, batch_size=5,
+                         max_new_tokens=10)  # fmt: skip
+    outputs = []
+    for m in range(len(kinds)):
+        expected = reference_answers(tiny_adapter, evaluation, max_new_tokens=10,
+                                     keep=factor[m : m + 1], offset=offset[m : m + 1])  # fmt: skip
+        assert fast[m]["output"].tolist() == expected
+        outputs.append(expected)
+    assert len({tuple(o) for o in outputs}) > 1, "the kinds change answers differently"
 
 
 def test_rows_stop_at_their_own_end_of_sequence(load_tiny, evaluation, one_torch_thread):

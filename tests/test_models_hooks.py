@@ -47,12 +47,14 @@ def brute_force_stats(acts: list[torch.Tensor], mask: torch.Tensor) -> Activatio
     batch, layers, width = mask.shape[0], len(acts), acts[0].shape[-1]
     fire = torch.zeros(batch, layers, width, dtype=torch.int32)
     total = torch.zeros(batch, layers, width, dtype=torch.float64)
+    act_sum = torch.zeros(layers, width, dtype=torch.float64)
     for b in range(batch):
         for layer, act in enumerate(acts):
             valid = act[b][mask[b]].double()  # [valid tokens, D]
             fire[b, layer] = (valid > 0).sum(dim=0).int()
             total[b, layer] = torch.where(valid > 0, valid, 0.0).sum(dim=0)
-    return ActivationStats(fire, total.float(), mask.sum(dim=1).int())
+            act_sum[layer] += valid.sum(dim=0)
+    return ActivationStats(fire, total.float(), mask.sum(dim=1).int(), act_sum)
 
 
 def record(
@@ -146,6 +148,9 @@ def test_recorded_stats_equal_brute_force(tiny_adapter: ModelAdapter) -> None:
     assert torch.equal(rec.tokens, expected.tokens)
     assert torch.equal(rec.fire_count, expected.fire_count)
     torch.testing.assert_close(rec.pos_sum, expected.pos_sum, rtol=1e-5, atol=1e-5)
+    assert rec.act_sum.shape == shape[1:] and rec.act_sum.dtype == torch.float64
+    torch.testing.assert_close(rec.act_sum, expected.act_sum, rtol=1e-5, atol=1e-4)
+    assert (rec.act_sum < 0).any(), "SiLU outputs below zero count in the mean's sum"
     # Not vacuous: neurons fire on some valid tokens but not all, and padding would have counted.
     assert (rec.fire_count > 0).any() and (rec.fire_count < rec.tokens[:, None, None]).any()
     unmasked = brute_force_stats(acts, batch["attention_mask"].bool())
@@ -160,10 +165,12 @@ def test_row_wise_reduction_equals_the_batched_one() -> None:
     valid[2, ::2] = True
     output[~valid] = torch.nan  # what a padded position may hold must not leak into the sums
     rows = [row.nonzero().squeeze(1) for row in valid]
-    count, total = reduce_positive_rows(output, rows)
-    expected_count, expected_total = reduce_positive(output, valid.unsqueeze(-1))
+    count, total, plain = reduce_positive_rows(output, rows)
+    expected_count, expected_total, expected_plain = reduce_positive(output, valid.unsqueeze(-1))
     assert torch.equal(count, expected_count)
     torch.testing.assert_close(total, expected_total)
+    torch.testing.assert_close(plain, expected_plain)
+    torch.testing.assert_close(plain, torch.where(valid.unsqueeze(-1), output, 0).sum(dim=1))
     assert count[1].sum() == 0 and count.sum() > 0
 
 
@@ -248,6 +255,75 @@ def test_keep_mask_multiplies_the_gate_branch(tiny_adapter: ModelAdapter) -> Non
             assert not torch.allclose(y, mlp(x), atol=1e-4), "the mask changed this layer's output"
 
 
+def intervention_banks(
+    adapter: ModelAdapter, kind: dict[str, Any], masks: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Factor and offset banks of ``kind`` on random masks, with random identification means."""
+    from culture_neurons.ablation.conditions import banks, parse_intervention
+
+    generator = torch.Generator().manual_seed(seed)
+    shape = (masks, adapter.n_layers, adapter.n_neurons)
+    selected = (torch.rand(shape, generator=generator) < 0.3).numpy()
+    means = torch.randn(shape[1:], generator=generator).numpy()
+    factor, offset = banks(selected, parse_intervention(kind), means)
+    return torch.from_numpy(factor), None if offset is None else torch.from_numpy(offset)
+
+
+KINDS = [{"kind": "zero"}, {"kind": "mean"}, {"kind": "scale", "factor": 2.0},
+         {"kind": "scale", "factor": 0.25}]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: "-".join(map(str, k.values())))
+def test_each_intervention_kind_equals_the_mlp_by_hand(
+    tiny_adapter: ModelAdapter, kind: dict[str, Any]
+) -> None:
+    """down_proj((act_fn(gate_proj(x)) * f + o) * up_proj(x)) with the kind's factor f and offset
+    o: 0 and 0 (zero), 0 and the mean (mean), k and 0 (scale), on the selected neurons only."""
+    factor, offset = intervention_banks(tiny_adapter, kind, masks=1, seed=5)
+    mlps = [layer.mlp for layer in tiny_adapter.decoder_layers()]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def grab(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        seen.append((args[0].detach().clone(), output.detach().clone()))
+
+    batch = tiny_adapter.build_batch(make_items(2))
+    with (
+        hooks_attached([(mlp, grab) for mlp in mlps]),
+        apply_keep_masks(tiny_adapter.act_fn_modules(), factor, offset=offset),
+        torch.inference_mode(),
+    ):
+        tiny_adapter.model(**batch)
+    assert len(seen) == len(mlps)
+    with torch.inference_mode():
+        for layer, (mlp, (x, y)) in enumerate(zip(mlps, seen, strict=True)):
+            gate = mlp.act_fn(mlp.gate_proj(x)) * factor[0, layer]
+            if offset is not None:
+                gate = gate + offset[0, layer]
+            torch.testing.assert_close(y, mlp.down_proj(gate * mlp.up_proj(x)), rtol=1e-5,
+                                       atol=1e-6)  # fmt: skip
+            assert not torch.allclose(y, mlp(x), atol=1e-4), "the intervention changed the layer"
+
+
+def test_one_batch_mixes_kinds_row_by_row(tiny_adapter: ModelAdapter) -> None:
+    """Rows carrying zero, mean and scale banks in one batch answer as each bank alone."""
+    parts = [intervention_banks(tiny_adapter, kind, masks=1, seed=i) for i, kind in
+             enumerate(KINDS)]  # fmt: skip
+    factor = torch.cat([f for f, _ in parts])
+    offset = torch.cat([torch.zeros_like(f) if o is None else o for f, o in parts])
+    modules = tiny_adapter.act_fn_modules()
+    rows = torch.tensor([1, 3, 0, 2, 1])
+    batch = tiny_adapter.build_batch(make_items(5))
+    with apply_keep_masks(modules, factor, rows, offset):
+        logits = last_logits(tiny_adapter, batch)
+    alone = []
+    for m, (f, o) in enumerate(parts):
+        with apply_keep_masks(modules, f, offset=o):
+            alone.append(last_logits(tiny_adapter, batch))
+        for b in (rows == m).nonzero().flatten().tolist():
+            torch.testing.assert_close(logits[b], alone[m][b], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(alone[1], alone[2], atol=1e-3), "mean and scale differ in effect"
+
+
 def test_row_indexed_masks_equal_each_mask_alone(tiny_adapter: ModelAdapter) -> None:
     modules = tiny_adapter.act_fn_modules()
     keep = random_keep(tiny_adapter, masks=3, seed=1, zeros=0.5)
@@ -320,6 +396,11 @@ def test_keep_masks_hook_only_layers_they_change(tiny_adapter: ModelAdapter) -> 
     keep[1, 1, 5] = 0
     with apply_keep_masks(modules, keep, torch.tensor([0, 1])):
         assert [len(m._forward_hooks) for m in modules] == [0, 1, 0]
+    keep[1, 1, 5], keep[0, 2, 3] = 1, 2.0  # a scale factor changes its layer too
+    offset = torch.zeros_like(keep)
+    offset[1, 0, 1] = 0.5  # and so does an offset alone
+    with apply_keep_masks(modules, keep, torch.tensor([0, 1]), offset):
+        assert [len(m._forward_hooks) for m in modules] == [1, 0, 1]
 
 
 def test_keep_masks_validate_their_arguments(tiny_adapter: ModelAdapter) -> None:
@@ -331,6 +412,8 @@ def test_keep_masks_validate_their_arguments(tiny_adapter: ModelAdapter) -> None
         KeepMasks(modules, torch.ones(2, layers, width))
     with pytest.raises(ValueError, match="out of range"):
         KeepMasks(modules, torch.ones(2, layers, width), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="offset must have the factor bank's shape"):
+        KeepMasks(modules, torch.ones(1, layers, width), offset=torch.zeros(1, layers, width + 1))
     keep = random_keep(tiny_adapter, masks=2, seed=3)
     batch = tiny_adapter.build_batch(make_items(2))
     with (

@@ -63,6 +63,10 @@ def test_killed_and_resumed_run_equals_uninterrupted(
     assert a["fire_count"].shape == (11, adapter.n_layers, adapter.n_neurons)
     assert (a["tokens"] > 0).all()
     assert (a["fire_count"] <= a["tokens"][:, None, None]).all()
+    # The mean intervention's statistic is recorded for every chunk, resumed or not.
+    assert a["act_sum"].shape == (3, adapter.n_layers, adapter.n_neurons)
+    assert not np.isnan(a["act_sum"]).any() and (a["act_sum"] != 0).any()
+    assert attrs_a["statistics"] == ["fire_count", "pos_sum", "act_sum"]
 
 
 def test_recording_does_not_change_answers(load_tiny, identification, tmp_path, one_torch_thread):
@@ -130,7 +134,8 @@ def full_capture_stats(adapter, rows):
     firing = (acts > 0) & valid[:, None, :, None]
     fire_count = firing.sum(dim=2).int().numpy()
     pos_sum = torch.where(firing, acts, 0.0).sum(dim=2).numpy()
-    return fire_count, pos_sum, valid.sum(dim=1).numpy(), batch
+    act_sum = torch.where(valid[:, None, :, None], acts, 0.0).sum(dim=(0, 2)).numpy()
+    return fire_count, pos_sum, valid.sum(dim=1).numpy(), batch, act_sum
 
 
 def test_production_recording_equals_a_full_capture_reference(
@@ -143,13 +148,15 @@ def test_production_recording_equals_a_full_capture_reference(
     longer = identification["question"].str.len() > identification["question"].str.len().min()
     rows = pd.concat([identification[~longer].head(3), identification[longer].head(2)])
     answers = answer_batch(adapter, rows, max_new_tokens=4, record=True)
-    fire_count, pos_sum, tokens, batch = full_capture_stats(adapter, rows)
+    fire_count, pos_sum, tokens, batch, act_sum = full_capture_stats(adapter, rows)
 
     shape = (len(rows), adapter.n_layers, adapter.n_neurons)
     assert answers.fire_count.shape == answers.pos_sum.shape == shape
     assert answers.tokens.tolist() == tokens.tolist()
     np.testing.assert_array_equal(answers.fire_count, fire_count)
     np.testing.assert_allclose(answers.pos_sum, pos_sum, rtol=1e-5, atol=1e-5)
+    assert answers.act_sum.shape == shape[1:]
+    np.testing.assert_allclose(answers.act_sum, act_sum, rtol=1e-5, atol=1e-4)
     # Not vacuous: the batch is padded, and neurons fire on some valid tokens but not on all.
     assert not batch["attention_mask"].bool().all()
     assert (fire_count > 0).any() and (fire_count < tokens[:, None, None]).any()

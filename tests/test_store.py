@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import zarr
 
+from culture_neurons.errors import InputError
 from culture_neurons.record import store as store_module
 from culture_neurons.record.store import (
     MAX_COUNT,
     StoreMismatchError,
     create_or_resume,
+    identification_means,
     neuron_chunks,
     open_store,
     store_bytes_per_item_neuron,
@@ -42,9 +44,13 @@ def make(path):
     )  # fmt: skip
 
 
+def fake_act_sum(chunk):
+    return np.random.default_rng(100 + chunk).normal(size=(2, 8))
+
+
 def fill(store, chunks):
     for chunk in chunks:
-        store.write_chunk(chunk, *fake_chunk(store, chunk))
+        store.write_chunk(chunk, *fake_chunk(store, chunk), act_sum=fake_act_sum(chunk))
 
 
 def arrays(path):
@@ -211,3 +217,36 @@ def test_store_is_smaller_than_plain_zstd_on_realistic_statistics(tmp_path):
     plain_size = store_bytes_per_item_neuron(tmp_path / "plain.zarr")
     # About 4.05 against 4.6: the sums' float32 mantissas are nearly incompressible either way.
     assert new_size < 4.3 < plain_size
+
+
+def test_identification_means_are_the_summed_outputs_over_all_valid_tokens(tmp_path):
+    store = make(tmp_path / "s.zarr")
+    fill(store, store.pending_chunks())
+    opened = open_store(tmp_path / "s.zarr")
+    tokens = opened.group["tokens"][:].sum()
+    expected = sum(fake_act_sum(chunk) for chunk in range(3)) / tokens
+    np.testing.assert_allclose(identification_means(opened), expected, rtol=1e-12)
+
+
+def test_a_store_without_act_sum_is_refused_for_the_mean_not_zero_filled(tmp_path):
+    store = make(tmp_path / "gap.zarr")
+    fill(store, [0, 2])
+    store.write_chunk(1, *fake_chunk(store, 1))  # a writer that did not pass act_sum
+    with pytest.raises(InputError, match=r"chunks \[1\] written without act_sum.*rerun"):
+        identification_means(open_store(tmp_path / "gap.zarr"))
+
+    old = make(tmp_path / "old.zarr")
+    fill(old, old.pending_chunks())
+    del zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")["act_sum"]  # an older layout
+    with pytest.raises(InputError, match=r"old.zarr \(model 'tiny'\) predates the act_sum.*"
+                       "delete the store and rerun baseline_and_record"):  # fmt: skip
+        identification_means(open_store(tmp_path / "old.zarr"))
+
+
+def test_a_partial_store_of_the_layout_before_act_sum_is_not_resumed(tmp_path):
+    store = make(tmp_path / "p.zarr")
+    fill(store, [0])
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="r+")
+    del group.attrs["statistics"]
+    with pytest.raises(StoreMismatchError, match="delete it to start over"):
+        make(tmp_path / "p.zarr")

@@ -65,5 +65,7 @@ def write_synthetic_store(
             sums.reshape(n, n_layers, n_neurons),
             valid[rows],
             correct[rows],
+            # Synthetic outputs are never negative: the sum of all outputs is the positive sum.
+            act_sum=sums.reshape(n, n_layers, n_neurons).sum(axis=0, dtype=np.float64),
         )
     return store

@@ -50,6 +50,7 @@ class BatchAnswers:
     fire_count: np.ndarray | None = None  # [B, L, D]
     pos_sum: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    act_sum: np.ndarray | None = None  # [L, D] float64, summed over the batch's valid tokens
 
 
 def prompt_items(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -85,15 +86,20 @@ def answer_batch(
     record: bool = False,
     keep: torch.Tensor | None = None,
     row_mask_index: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> BatchAnswers:
-    """Greedy answers for ``rows`` in one batch (fast path); records statistics and/or masks.
+    """Greedy answers for ``rows`` in one batch (fast path); records statistics and/or applies
+    interventions (``keep`` factors and ``offset`` banks, see `apply_keep_masks`).
 
     The rows keep the processor's padding, so the recording's valid-token mask fits the prefill.
     """
     batch = adapter.build_batch(prompt_items(rows))
     prompts = capture_prompts(adapter, batch)
     settings = GreedySettings.from_model(adapter.model)
-    with _interventions(adapter, batch, record, keep, row_mask_index) as (recorder, masks):
+    with _interventions(adapter, batch, record, keep, row_mask_index, offset) as (
+        recorder,
+        masks,
+    ):
         tokens = greedy_decode(
             adapter,
             prompts,
@@ -107,6 +113,7 @@ def answer_batch(
     if recorder is not None:
         answers.fire_count = recorder.fire_count.numpy()
         answers.pos_sum = recorder.pos_sum.numpy()
+        answers.act_sum = recorder.act_sum.numpy()
         answers.tokens = recorder.tokens.numpy()
     return answers
 
@@ -117,15 +124,16 @@ def reference_answers(
     *,
     max_new_tokens: int,
     keep: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> list[str]:
-    """The plain loop the fast path must match: `generate()` one item at a time, one mask."""
+    """The plain loop the fast path must match: `generate()` one item at a time, one bank."""
     texts = []
     for item in prompt_items(rows):
         batch = adapter.build_batch([item])
         modules = adapter.act_fn_modules()
         with ExitStack() as stack:
             if keep is not None:
-                stack.enter_context(apply_keep_masks(modules, keep))
+                stack.enter_context(apply_keep_masks(modules, keep, offset=offset))
             new_tokens = adapter.generate(batch, max_new_tokens=max_new_tokens)
         texts.append(adapter.decode(new_tokens)[0].strip())
     return texts
@@ -142,13 +150,14 @@ def _interventions(
     record: bool,
     keep: torch.Tensor | None,
     row_mask_index: torch.Tensor | None,
+    offset: torch.Tensor | None = None,
 ) -> Iterator[tuple[Any, KeepMasks | None]]:
     """Masking and/or recording hooks for one batch; yields (recorder or None, masks or None)."""
     modules = adapter.act_fn_modules()
     with ExitStack() as stack:
         masks = None
         if keep is not None:
-            masks = stack.enter_context(apply_keep_masks(modules, keep, row_mask_index))
+            masks = stack.enter_context(apply_keep_masks(modules, keep, row_mask_index, offset))
         recorder = None
         if record:
             # Registered after the masks, so recording sees the activations the model uses.
@@ -210,12 +219,14 @@ def answer_masked(
     *,
     batch_size: int,
     max_new_tokens: int,
+    offset: torch.Tensor | None = None,
     desc: str = "ablate",
     window_rows: int | None = None,
     max_batch_size: int | None = None,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
-    per mask, rows in the order given.
+    per mask, rows in the order given. ``offset`` (``[M, L, D]``) adds a constant per bank after
+    the factors (mean-patching); factors other than 0/1 scale (see `apply_keep_masks`).
 
     Batch rows are (item, mask) pairs, each carrying its own mask index, so one batch serves many
     masks. An item's processor and vision encoder run once (`capture_prompts`) for all its masks.
@@ -236,7 +247,7 @@ def answer_masked(
         ceiling=max_batch_size,
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
-    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer)
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset)
     all_items = prompt_items(rows)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
@@ -268,9 +279,11 @@ class _BatchRunner:
         settings: GreedySettings,
         max_new_tokens: int,
         sizer: BatchSizer,
+        offset: torch.Tensor | None = None,
     ) -> None:
         self.adapter = adapter
         self.keep = keep
+        self.offset = offset
         self.settings = settings
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
@@ -318,7 +331,7 @@ class _BatchRunner:
             if self.keep is not None:
                 index = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
                 masks = stack.enter_context(
-                    apply_keep_masks(self.adapter.act_fn_modules(), self.keep, index)
+                    apply_keep_masks(self.adapter.act_fn_modules(), self.keep, index, self.offset)
                 )
             tokens = greedy_decode(
                 self.adapter,

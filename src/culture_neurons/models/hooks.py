@@ -41,27 +41,38 @@ class ActivationStats:
     fire_count[b, l, n]: valid prompt tokens of row b where act_fn output (layer l, neuron n) > 0.
     pos_sum[b, l, n]: sum of those positive outputs, in float32.
     tokens[b]: valid prompt tokens of row b.
+    act_sum[l, n]: sum of the outputs (any sign) over every row's valid tokens, in float64: with
+    the token total it gives the mean that the mean intervention patches in.
     """
 
     fire_count: torch.Tensor  # [B, L, D] int32
     pos_sum: torch.Tensor  # [B, L, D] float32
     tokens: torch.Tensor  # [B] int32
+    act_sum: torch.Tensor  # [L, D] float64
 
 
-def reduce_positive(output: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row and neuron: valid tokens where ``output`` > 0, and the sum of those outputs.
+Reduced = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-    output [B, T, D]; valid [B, T, 1] bool. Returns int32 and float32 [B, D].
+
+def reduce_positive(output: torch.Tensor, valid: torch.Tensor) -> Reduced:
+    """Per row and neuron: valid tokens where ``output`` > 0, the sum of those outputs, and the
+    sum of all valid outputs (any sign).
+
+    output [B, T, D]; valid [B, T, 1] bool. Returns int32, float32 and float32 [B, D].
     """
     firing = (output > 0) & valid
+    zero = output.new_zeros(())
     # where(), not a product: a padded position may hold NaN, and NaN * 0 is NaN.
-    positive = torch.where(firing, output, output.new_zeros(()))
-    return firing.sum(dim=1, dtype=torch.int32), positive.sum(dim=1, dtype=torch.float32)
+    positive = torch.where(firing, output, zero)
+    total = torch.where(valid, output, zero)
+    return (
+        firing.sum(dim=1, dtype=torch.int32),
+        positive.sum(dim=1, dtype=torch.float32),
+        total.sum(dim=1, dtype=torch.float32),
+    )
 
 
-def reduce_positive_rows(
-    output: torch.Tensor, row_tokens: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+def reduce_positive_rows(output: torch.Tensor, row_tokens: Sequence[torch.Tensor]) -> Reduced:
     """`reduce_positive`, one row at a time over the indices of that row's valid tokens.
 
     The CPU path: a row's valid activations (tokens x neurons, a few MiB) stay in cache through
@@ -70,23 +81,26 @@ def reduce_positive_rows(
     """
     rows, neurons = output.shape[0], output.shape[-1]
     count = torch.empty(rows, neurons, dtype=torch.int32, device=output.device)
+    positive = torch.empty(rows, neurons, dtype=torch.float32, device=output.device)
     total = torch.empty(rows, neurons, dtype=torch.float32, device=output.device)
     for row, tokens in enumerate(row_tokens):
         values = output[row].index_select(0, tokens)
         torch.sum(values > 0, dim=0, dtype=torch.int32, out=count[row])
-        torch.sum(values.clamp_min(0), dim=0, dtype=torch.float32, out=total[row])
-    return count, total
+        torch.sum(values.clamp_min(0), dim=0, dtype=torch.float32, out=positive[row])
+        torch.sum(values, dim=0, dtype=torch.float32, out=total[row])
+    return count, positive, total
 
 
-_compiled_reduce: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+_compiled_reduce: Callable[..., Reduced] | None = None
 
 
-def fused_reduce(output: torch.Tensor) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def fused_reduce(output: torch.Tensor) -> Callable[..., Reduced]:
     """`reduce_positive`, compiled into one pass over the activations on CUDA.
 
-    Eager, the reduction reads the [B, T, D] activations four times; Inductor fuses the compare,
-    the select and both sums into one kernel. Where compilation is unavailable the eager function
-    runs (same result). The CPU takes `reduce_positive_rows` instead (see `ActivationRecorder`).
+    Eager, the reduction reads the [B, T, D] activations several times; Inductor fuses the
+    compare, the selects and the three sums into one kernel. Where compilation is unavailable the
+    eager function runs (same result). The CPU takes `reduce_positive_rows` instead (see
+    `ActivationRecorder`).
     """
     global _compiled_reduce
     if output.device.type != "cuda":
@@ -122,6 +136,7 @@ class ActivationRecorder:
         self._row_tokens: dict[torch.device, list[torch.Tensor]] = {}
         self._fire: torch.Tensor | None = None
         self._sum: torch.Tensor | None = None
+        self._act_sum: torch.Tensor | None = None
         self._recorded = [False] * len(self.modules)
         self._stats: ActivationStats | None = None
 
@@ -134,7 +149,7 @@ class ActivationRecorder:
             self._masks[device] = self.valid_mask.to(device).unsqueeze(-1)
         return self._masks[device]
 
-    def _reduce(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reduce(self, output: torch.Tensor) -> Reduced:
         if output.device.type == "cuda":
             return fused_reduce(output)(output, self._mask_on(output.device))
         if output.device not in self._row_tokens:
@@ -164,9 +179,11 @@ class ActivationRecorder:
                 device = self.valid_mask.device
                 self._fire = torch.zeros(shape, dtype=torch.int32, device=device)
                 self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
-            count, total = self._reduce(output)
+                self._act_sum = torch.zeros(shape[1:], dtype=torch.float64, device=device)
+            count, positive, total = self._reduce(output)
             self._fire[:, layer] = count
-            self._sum[:, layer] = total
+            self._sum[:, layer] = positive
+            self._act_sum[layer] = total.sum(dim=0, dtype=torch.float64)
             self._recorded[layer] = True
             return None
 
@@ -176,13 +193,14 @@ class ActivationRecorder:
         missing = [layer for layer, done in enumerate(self._recorded) if not done]
         if missing:
             raise RuntimeError(f"no prefill forward was recorded for decoder layers {missing}")
-        assert self._fire is not None and self._sum is not None
+        assert self._fire is not None and self._sum is not None and self._act_sum is not None
         self._stats = ActivationStats(
             fire_count=self._fire.cpu(),
             pos_sum=self._sum.cpu(),
             tokens=self.valid_mask.sum(dim=1, dtype=torch.int32).cpu(),
+            act_sum=self._act_sum.cpu(),
         )
-        self._fire = self._sum = None
+        self._fire = self._sum = self._act_sum = None
         self._masks.clear()
         self._row_tokens.clear()
         return self._stats
@@ -205,6 +223,10 @@ class ActivationRecorder:
     def tokens(self) -> torch.Tensor:
         return self.stats.tokens
 
+    @property
+    def act_sum(self) -> torch.Tensor:
+        return self.stats.act_sum
+
 
 @contextmanager
 def record_activation_stats(
@@ -225,19 +247,32 @@ def record_activation_stats(
 
 
 class KeepMasks:
-    """Multiplies each layer's act_fn output by a per-row 0/1 keep vector, at every forward."""
+    """Applies each row's intervention to each layer's act_fn output at every forward:
+    ``output * factor[m] + offset[m]`` for the row's bank ``m``.
+
+    ``keep`` (the factor bank) is ``[M, L, D]``: 1 leaves a neuron as it is, 0 deactivates it
+    (the paper's keep mask), k scales it. ``offset`` (``[M, L, D]`` or None for all zero) adds a
+    constant, e.g. the identification mean for mean-patching (factor 0, offset the mean). Each
+    batch row picks its bank by ``row_mask_index``, so one batch mixes masks and kinds.
+    """
 
     def __init__(
         self,
         act_fn_modules: Sequence[nn.Module],
         keep: torch.Tensor,
         row_mask_index: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
     ) -> None:
         self.modules = list(act_fn_modules)
         if keep.dim() != 3 or keep.shape[1] != len(self.modules):
             raise ValueError(
                 f"keep must be [masks, layers={len(self.modules)}, neurons], "
                 f"got {tuple(keep.shape)}"
+            )
+        if offset is not None and tuple(offset.shape) != tuple(keep.shape):
+            raise ValueError(
+                f"offset must have the factor bank's shape {tuple(keep.shape)}, "
+                f"got {tuple(offset.shape)}"
             )
         if row_mask_index is None:
             if keep.shape[0] != 1:
@@ -251,20 +286,26 @@ class KeepMasks:
             ):
                 raise ValueError(f"row_mask_index out of range for {keep.shape[0]} masks")
         self.keep = keep
+        self.offset = offset
         self.row_mask_index = row_mask_index
         self._factors: dict[int, torch.Tensor] = {}
+        self._offsets: dict[int, torch.Tensor | None] = {}
 
-    def _factor(self, layer: int, output: torch.Tensor) -> torch.Tensor:
+    def _per_row(self, bank: torch.Tensor, layer: int, output: torch.Tensor) -> torch.Tensor:
+        per_mask = bank[:, layer].to(device=output.device, dtype=output.dtype)  # [M, D]
+        if self.row_mask_index is None:
+            return per_mask[0]  # [D], broadcast over rows and tokens
+        return per_mask[self.row_mask_index.to(output.device)].unsqueeze(1)  # [B, 1, D]
+
+    def _banks(self, layer: int, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Built once per layer at its first call, when the activation's device and dtype are known.
-        factor = self._factors.get(layer)
-        if factor is None:
-            per_mask = self.keep[:, layer].to(device=output.device, dtype=output.dtype)  # [M, D]
-            if self.row_mask_index is None:
-                factor = per_mask[0]  # [D], broadcast over rows and tokens
-            else:
-                factor = per_mask[self.row_mask_index.to(output.device)].unsqueeze(1)  # [B, 1, D]
-            self._factors[layer] = factor
-        return factor
+        if layer not in self._factors:
+            self._factors[layer] = self._per_row(self.keep, layer, output)
+            offset = None
+            if self.offset is not None and bool((self.offset[:, layer] != 0).any()):
+                offset = self._per_row(self.offset, layer, output)
+            self._offsets[layer] = offset
+        return self._factors[layer], self._offsets[layer]
 
     def select_rows(self, indices: torch.Tensor) -> None:
         """Keep only these batch rows (finished rows leave the batch during decoding)."""
@@ -274,27 +315,35 @@ class KeepMasks:
         self._factors = {
             layer: factor[indices.to(factor.device)] for layer, factor in self._factors.items()
         }
+        self._offsets = {
+            layer: None if offset is None else offset[indices.to(offset.device)]
+            for layer, offset in self._offsets.items()
+        }
 
     def _make_hook(self, layer: int) -> ForwardHook:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-            factor = self._factor(layer, output)
+            factor, offset = self._banks(layer, output)
             if factor.dim() == 3 and output.shape[0] != factor.shape[0]:
                 raise ValueError(
                     f"layer {layer}: batch of {output.shape[0]} rows but row_mask_index has "
                     f"{factor.shape[0]} (beam search or sampling several sequences changes the "
                     "batch size; use greedy decoding)"
                 )
-            return output * factor
+            if offset is None:
+                return output * factor
+            return torch.addcmul(offset, output, factor)
 
         return hook
 
     def hooks(self) -> list[tuple[nn.Module, ForwardHook]]:
-        # A layer whose every mask keeps every neuron needs no hook at all.
-        ablates = (self.keep == 0).any(dim=2).any(dim=0)  # [L]
+        # A layer where every bank leaves every neuron as it is needs no hook at all.
+        changes = (self.keep != 1).any(dim=2).any(dim=0)  # [L]
+        if self.offset is not None:
+            changes |= (self.offset != 0).any(dim=2).any(dim=0)
         return [
             (module, self._make_hook(layer))
             for layer, module in enumerate(self.modules)
-            if bool(ablates[layer])
+            if bool(changes[layer])
         ]
 
 
@@ -303,12 +352,15 @@ def apply_keep_masks(
     act_fn_modules: Sequence[nn.Module],
     keep: torch.Tensor,
     row_mask_index: torch.Tensor | None = None,
+    offset: torch.Tensor | None = None,
 ) -> Iterator[KeepMasks]:
-    """Deactivate neurons inside the block: act_fn output of row b times keep[row_mask_index[b], l].
+    """Intervene on neurons inside the block: act_fn output of row b becomes
+    ``output * keep[m, l] + offset[m, l]`` with ``m = row_mask_index[b]``.
 
-    keep is `[M, L, D]` with 1 = keep, 0 = deactivate (paper section 3.3); row_mask_index `[B]`
-    picks each row's mask, or None when M == 1 and every row uses mask 0.
+    keep is `[M, L, D]` with 1 = keep, 0 = deactivate (paper section 3.3) and any other value a
+    scale factor; offset (same shape, None = 0) is added after scaling. row_mask_index `[B]`
+    picks each row's bank, or None when M == 1 and every row uses bank 0.
     """
-    masks = KeepMasks(act_fn_modules, keep, row_mask_index)
+    masks = KeepMasks(act_fn_modules, keep, row_mask_index, offset)
     with hooks_attached(masks.hooks()):
         yield masks

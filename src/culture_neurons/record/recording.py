@@ -87,6 +87,7 @@ def record_identification(
                 np.concatenate([p.correct for p in parts]),
                 answers=[t for p in parts for t in p.texts],
                 choices=np.concatenate([p.choices for p in parts]),
+                act_sum=np.sum([p.act_sum for p in parts], axis=0),
             )
             timings["write_s"] += time.perf_counter() - start
             done_now += 1

@@ -4,7 +4,11 @@ Layout (all arrays share the ``item`` dimension, ``dimension_names`` set for xar
 ``fire_count[item, layer, neuron]`` valid tokens with act_fn output > 0, ``pos_sum[item, layer,
 neuron]`` sum of positive outputs, ``tokens[item]`` valid tokens, ``item_id``, ``culture``,
 ``correct[item]`` (1, 0, or -1 when labels are hidden), the unmasked answer (``answer[item]``,
-``choice[item]``: extracted option, -1 for none) and ``chunk_done[chunk]``.
+``choice[item]``: extracted option, -1 for none) and ``chunk_done[chunk]``. ``act_sum[chunk, layer,
+neuron]`` (float64) sums each chunk's act_fn outputs (any sign) over its valid tokens: with
+``tokens`` it gives each neuron's mean on the identification split, which the mean intervention
+patches in (:func:`identification_means`); NaN marks a chunk written without it. The group attribute
+``statistics`` lists what the store records.
 
 Labels follow xarray's Zarr conventions, so ``xarray.open_zarr`` shows them as coordinates:
 ``layer`` and ``neuron`` are index arrays named like their dimension, and every per-item data
@@ -33,6 +37,8 @@ import zarr
 from culture_neurons.errors import InputError
 
 ITEM_ARRAYS = ("fire_count", "pos_sum", "tokens", "correct")
+#: What a store made by this version records (the ``statistics`` attribute).
+STATISTICS = ("fire_count", "pos_sum", "act_sum")
 # The attribute xarray itself writes on data arrays: it opens the arrays named there as
 # coordinates, so item labels stay attached to selections instead of being data variables.
 ITEM_COORDS: dict[str, str] = {"coordinates": "item_id culture"}
@@ -83,6 +89,7 @@ class ActivationStore:
         correct: np.ndarray,
         answers: list[str] | None = None,
         choices: np.ndarray | None = None,
+        act_sum: np.ndarray | None = None,
     ) -> None:
         rows = self.chunk_slice(chunk)
         n = rows.stop - rows.start
@@ -98,6 +105,10 @@ class ActivationStore:
             self.group["answer"][rows] = np.asarray(answers, dtype=str)
         if choices is not None:
             self.group["choice"][rows] = np.asarray(choices, dtype=np.int8)
+        if act_sum is not None:
+            if act_sum.shape != tuple(self.group["act_sum"].shape[1:]):
+                raise ValueError(f"chunk {chunk}: act_sum of shape {act_sum.shape}, not [L, D]")
+            self.group["act_sum"][chunk] = act_sum.astype(np.float64)
         # The flag goes last: a chunk counts as written only once all of its data is there.
         self.group["chunk_done"][chunk] = True
 
@@ -123,7 +134,13 @@ def create_or_resume(
     refused rather than silently mixed.
     """
     path = Path(path)
-    expected = {**attrs, "chunk_items": chunk_items, "n_layers": n_layers, "n_neurons": n_neurons}
+    expected = {
+        **attrs,
+        "chunk_items": chunk_items,
+        "n_layers": n_layers,
+        "n_neurons": n_neurons,
+        "statistics": list(STATISTICS),
+    }
     if path.exists():
         group = zarr.open_group(str(path), mode="r+")
         found = {k: group.attrs.get(k) for k in expected}
@@ -172,6 +189,10 @@ def create_or_resume(
         dimension_names=["chunk"],
     )  # fmt: skip
     done[:] = False
+    group.create_array(
+        "act_sum", shape=(n_chunks, n_layers, n_neurons), chunks=(1, n_layers, n_neurons),
+        dtype=np.float64, fill_value=np.nan, dimension_names=["chunk", "layer", "neuron"],
+    )  # fmt: skip
     group.attrs.update(_jsonable(expected))
     # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
     tmp.rename(path)
@@ -235,3 +256,27 @@ def open_store(path: str | Path) -> ActivationStore:
     if not store.complete:
         raise InputError(f"activation store {path} is incomplete ({store.pending_chunks()[:5]}…)")
     return store
+
+
+def identification_means(store: ActivationStore) -> np.ndarray:
+    """Each neuron's mean act_fn output over the store's valid tokens (every identification item,
+    answered correctly or not): float64 ``[L, D]``.
+
+    A store recorded before ``act_sum`` existed, or with chunks written without it, is refused
+    with what to rerun: its means are unknown, not zero.
+    """
+    group = store.group
+    rerun = (
+        f"activation store {store.path} (model {group.attrs.get('model')!r}) {{}}; the mean "
+        "intervention needs act_sum: delete the store and rerun baseline_and_record"
+    )
+    if "act_sum" not in group:
+        raise InputError(rerun.format("predates the act_sum statistic"))
+    sums = group["act_sum"][:]
+    missing = np.flatnonzero(np.isnan(sums).any(axis=(1, 2))).tolist()
+    if missing:
+        raise InputError(rerun.format(f"has chunks {missing[:5]} written without act_sum"))
+    tokens = int(group["tokens"][:].astype(np.int64).sum())
+    if tokens == 0:
+        raise InputError(f"activation store {store.path} holds no valid tokens")
+    return sums.sum(axis=0) / tokens
