@@ -19,6 +19,13 @@ validate(config, "workflow/schemas/config.schema.yaml")
 check_demo_models()
 check_batch_sizes()
 check_controls()
+check_sweeps()
+
+
+wildcard_constraints:
+    model="[^/]+",
+    selector="[^/]+",
+    intervention="[^/]+",
 
 
 include: "workflow/rules/data.smk"

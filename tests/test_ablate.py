@@ -82,3 +82,49 @@ def test_masks_round_trip_and_keep_masks(tmp_path):
     assert keep.shape == (1, 2, 4) and keep[0, 0, 0] == 0 and keep.sum() == 7
     with pytest.raises(ValueError, match="no mask for source"):
         keep_masks(read, ["Z"], cultures)
+
+
+def test_ablate_stage_serves_every_ratio_and_kind_from_one_ranking(
+    tmp_path, tiny_checkpoint, load_tiny, one_torch_thread
+):
+    from culture_neurons.ablation.stage import ablate_stage
+    from culture_neurons.selection.masks import masks_at_ratio
+    from culture_neurons.selection.selectors import budget, mask_from_ranks
+
+    out = prepare_fixture(tmp_path / "cvqa")
+    items = pd.read_parquet(out / "items.parquet")
+    cultures = sorted(items["culture"].unique())
+    adapter = load_tiny("qwen2_5_vl")
+    shape = (len(cultures), adapter.n_layers, adapter.n_neurons)
+    rng = np.random.default_rng(0)
+    ranks = np.stack([rng.permutation(shape[1] * shape[2]) for _ in cultures]).reshape(shape)
+    ranks = ranks.astype(np.int32)
+    headline = 0.1
+    selected = mask_from_ranks(ranks, budget(headline, *shape[1:]))
+    write_masks(tmp_path / "m.zarr", selected, cultures, {"ratio": headline}, ranks=ranks)
+    spec = {"family": "qwen2_5_vl", "path": str(tiny_checkpoint("qwen2_5_vl")), "dtype": "float32"}
+    evaluation = split_rows(items, "evaluation")
+    for intervention in ({"kind": "zero"}, {"kind": "scale", "factor": 3.0}):
+        paths = ablate_stage(
+            out / "items.parquet", spec, tmp_path / "m.zarr", tmp_path / intervention["kind"],
+            ratios=[0.05, headline, 0.5], intervention=intervention, batch_size=4,
+            max_new_tokens=3,
+        )  # fmt: skip
+        assert len(paths) == 3 * len(cultures)
+        for ratio, folder in ((0.05, "r0.05/"), (headline, ""), (0.5, "r0.5/")):
+            masks = masks_at_ratio(ranks, ratio)
+            factor = 3.0 if intervention["kind"] == "scale" else 0.0
+            bank = torch.from_numpy(np.where(masks, factor, 1.0).astype(np.float32))
+            expected = answer_masked(adapter, evaluation, bank, batch_size=2, max_new_tokens=3)
+            for source, alone in zip(cultures, expected, strict=True):
+                table = pd.read_parquet(
+                    tmp_path / intervention["kind"] / f"{folder}{source}.parquet"
+                )
+                assert (table["ratio"] == ratio).all() and (table["source"] == source).all()
+                assert (table["intervention"] == ("zero" if factor == 0 else "scale-x3")).all()
+                pd.testing.assert_frame_equal(
+                    table.drop(columns=["source", "ratio", "intervention"]), alone
+                )
+    # The headline ratio's masks are the stored selection, and the sweep is nested.
+    assert np.array_equal(masks_at_ratio(ranks, headline), selected)
+    assert not (masks_at_ratio(ranks, 0.05) & ~masks_at_ratio(ranks, 0.5)).any()

@@ -53,6 +53,11 @@ def finished_run(tmp_path_factory) -> Path:
         "intermediate_size": 64,
     }  # fmt: skip
     config["ratio"] = 0.05
+    config["ratios"] = [0.05, 0.2]
+    config["interventions"] = [
+        {"kind": "zero"}, {"kind": "mean", "selectors": ["cas"]},
+        {"kind": "scale", "factor": 2, "selectors": ["cas"]},
+    ]  # fmt: skip
     # A model trained for seconds answers almost nothing right: select from every item.
     config["only_correct"] = False
     config["selectors"] = {
@@ -107,6 +112,35 @@ def test_whole_dag_produces_every_artifact(finished_run):
     assert planned(work, "config.yaml") == {}
 
 
+def test_sweeps_and_interventions_write_every_condition(finished_run):
+    work = finished_run
+    items = pd.read_parquet(work / "results/data/demo/items.parquet")
+    cultures = sorted(items["culture"].unique())
+    for source in cultures:
+        assert (work / f"results/{MODEL}/ablations_sweep/cas/r0.2/{source}.parquet").exists()
+        for name in ("mean", "scale-x2"):
+            base = work / f"results/{MODEL}/interventions/{name}"
+            assert (base / f"ablations/cas/{source}.parquet").exists()
+            assert (base / f"ablations_sweep/cas/r0.2/{source}.parquet").exists()
+    sweep = pd.read_parquet(work / f"results/{MODEL}/matrices/sweep/cas.summary.parquet")
+    assert sorted(sweep["ratio"].unique()) == [0.05, 0.2] and set(sweep["intervention"]) == {"zero"}
+    headline = pd.read_parquet(work / f"results/{MODEL}/matrices/cas.summary.parquet")
+    at_headline = sweep[sweep["ratio"] == 0.05].drop(columns=["intervention", "ratio"])
+    pd.testing.assert_frame_equal(at_headline.reset_index(drop=True), headline)
+    dose = pd.read_csv(work / f"results/{MODEL}/dose_response.csv")
+    assert set(dose["intervention"]) == {"zero", "mean", "scale-x2"}
+    assert {"CAS", "RND", "RND-LM", "LAP"} <= set(dose["line"])
+    for name in ("zero", "mean", "scale-x2"):
+        assert (work / f"results/figures/{MODEL}/dose_response_{name}.png").stat().st_size > 1000
+    conditions = pd.read_csv(work / "results/summary/table2_sweep.csv")
+    assert set(zip(conditions["intervention"], conditions["ratio"], strict=True)) == {
+        ("zero", 0.05), ("zero", 0.2), ("mean", 0.05), ("mean", 0.2), ("scale-x2", 0.05),
+        ("scale-x2", 0.2),
+    }  # fmt: skip
+    markdown = (work / "results/summary/table2_sweep.md").read_text()
+    assert markdown.startswith("## zero, ratio 0.05") and "## scale-x2, ratio 0.2" in markdown
+
+
 @pytest.mark.parametrize(
     "edit",
     [
@@ -123,7 +157,7 @@ def test_selector_edit_plans_only_its_branch(finished_run, edit):
     # The selector's own branch, and the per-model analyses that read every selector.
     assert counts == {
         "select": 1, "ablate": 1, "matrices": 1, "figures": 1, "stability": 1, "overlap": 1,
-        "summary": 1, "all": 1,
+        "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -133,10 +167,12 @@ def test_a_changed_reference_replans_its_layer_matched_control(finished_run):
     config["selectors"]["cas"] = {"alpha": 90}
     (work / "reference.yaml").write_text(yaml.safe_dump(config))
     counts = planned(work, "reference.yaml")
-    # cas and rnd_matched-s0 (its control) each: select, ablate, matrices, figures.
+    # cas and rnd_matched-s0 (its control) each: select, ablate, matrices, figures; and cas's
+    # mean and scale runs.
     assert counts == {
         "select": 2, "ablate": 2, "matrices": 2, "figures": 2, "stability": 1, "overlap": 1,
-        "summary": 1, "all": 1,
+        "ablate_intervention": 2, "intervention_matrices": 2, "intervention_figures": 2,
+        "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -154,5 +190,6 @@ def test_added_model_plans_only_its_branch(finished_run):
     assert counts == {
         "train_demo_model": 1, "baseline_and_record": 1, "select": 4, "ablate": 4,
         "matrices": 4, "figures": 4, "stability": 1, "overlap": 1, "baseline_figure": 1,
-        "summary": 1, "all": 1,
+        "ablate_intervention": 2, "intervention_matrices": 2, "intervention_figures": 2,
+        "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip

@@ -203,7 +203,8 @@ def test_all_hidden_labels_aggregate_every_item_with_a_warning(tmp_path, caplog)
 )
 def test_ablate_refuses_a_mask_of_another_shape(prepared, tiny_checkpoint, tmp_path, caplog, shape):
     masks = tmp_path / "masks.zarr"
-    write_masks(masks, np.zeros((2, *shape), dtype=bool), ["FRA", "JPN"], {"selector": "lap"})
+    selected = np.zeros((2, *shape), dtype=bool)
+    write_masks(masks, selected, ["FRA", "JPN"], {"selector": "lap", "ratio": 0.1})
     out = tmp_path / "ablations"
     argv = ["ablate", "--items", str(prepared / "items.parquet"),
             "--model", json.dumps(tiny_entry(tiny_checkpoint("qwen2_5_vl"))),
@@ -216,6 +217,15 @@ def test_ablate_refuses_a_mask_of_another_shape(prepared, tiny_checkpoint, tmp_p
         in caplog.text
     )
     assert not out.exists()
+
+
+def test_ablate_refuses_a_mask_store_without_its_ratio(tmp_path):
+    from culture_neurons.ablation.stage import sweep_masks
+
+    masks = tmp_path / "masks.zarr"
+    write_masks(masks, np.zeros((2, 2, 8), dtype=bool), ["FRA", "JPN"], {"selector": "lap"})
+    with pytest.raises(InputError, match="no 'ratio' attribute.*rerun its select job"):
+        sweep_masks(masks, ["FRA"], [0.1])
 
 
 # -- train-demo: no train portion --------------------------------------------------------------

@@ -55,7 +55,9 @@ def test_the_cli_module_defines_no_stage_logic():
     functions = [n for n, f in vars(cli).items() if inspect.isfunction(f)]
     stage_like = [n for n in functions if n.startswith("cmd_")]
     assert not stage_like
-    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 300
+    # About 20 lines per subcommand parser and no more: logic that creeps in shows up here.
+    lines = len((PACKAGE / "cli.py").read_text().splitlines())
+    assert lines < 24 * len(cli.SUBCOMMANDS), lines
 
 
 def test_at_most_four_modules_sit_directly_under_the_package():

@@ -209,16 +209,92 @@ def test_added_model_plans_only_its_branch_dry_run(tmp_path):
     stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
     counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
     n_selectors = 10  # rnd (3 seeds), rnd_matched (3 seeds), lap, lape, mad, cas
+    n_scaled = 2  # cas x2 and x4
     assert counts == {
         "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
         "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
+        "ablate_intervention": n_scaled, "intervention_matrices": n_scaled,
+        "intervention_figures": n_scaled, "dose_response": 1,
         "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1, "all": 1,
-        "total": 4 * n_selectors + 7,
+        "total": 4 * n_selectors + 3 * n_scaled + 8,
     }  # fmt: skip
     # Every planned model job is the new model's; nothing of the finished one reruns.
     outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
     assert outputs and not any(old in line for line in outputs)
     assert sum("other-tiny" in line for line in outputs) == len(outputs) - 2  # figure, summary
+
+
+def copy_finished_demo(work: Path) -> None:
+    for name in ("Snakefile", "workflow", "resources", "envs", "config.yaml"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
+    fake_finished_run(work)
+
+
+def planned(work: Path, config: dict) -> tuple[dict[str, int], list[str]]:
+    """Job counts per rule and the output lines of a dry run of ``config`` on a finished run."""
+    (work / "changed.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", "changed.yaml"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
+    return counts, re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
+
+
+def test_added_intervention_plans_only_its_own_jobs_dry_run(tmp_path):
+    copy_finished_demo(tmp_path)
+    config = load("config.yaml")
+    config["interventions"].append({"kind": "mean", "selectors": ["cas", "rnd_matched"]})
+    counts, outputs = planned(tmp_path, config)
+    n_new = 4  # cas and the three rnd_matched seeds
+    assert counts == {
+        "ablate_intervention": n_new, "intervention_matrices": n_new,
+        "intervention_figures": n_new, "dose_response": 1, "summary": 1, "all": 1,
+        "total": 3 * n_new + 3,
+    }  # fmt: skip
+    # Ablations and matrices under results/{model}/interventions/, figures under .../{model}/mean/.
+    model_jobs = [line for line in outputs if "/interventions/" in line]
+    assert len(model_jobs) == 2 * n_new and all("/mean/" in line for line in model_jobs)
+    figures = [line for line in outputs if line.startswith("results/figures/")]
+    assert sum("/mean/" in line for line in figures) == n_new
+
+
+def test_added_ratio_plans_no_select_record_or_stability_dry_run(tmp_path):
+    copy_finished_demo(tmp_path)
+    config = load("config.yaml")
+    config["ratios"] = [*config["ratios"], 0.25]
+    counts, _ = planned(tmp_path, config)
+    # The masks come from one stored ranking: nothing is selected or recorded again. Each
+    # ablate job serves all ratios of its selector with one model load, so it reruns whole.
+    assert not {"select", "baseline_and_record", "stability", "train_demo_model"} & set(counts)
+    assert counts["ablate"] == 10 and counts["ablate_intervention"] == 2
+    assert counts["matrices"] == 10 and counts["intervention_matrices"] == 2
+    assert counts["dose_response"] == 1 and counts["summary"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ratios": [0.05, 0.05]}, "ratios: 0.05 listed more than once"),
+        ({"ratios": [0.0, 0.1]}, r"ratios\[0\] must be a share of neurons in \(0, 1\]"),
+        ({"interventions": [{"kind": "zero"}, {"kind": "flip"}]}, "unknown kind 'flip'"),
+        (
+            {"interventions": [{"kind": "zero"}, {"kind": "scale", "factor": 0}]},
+            "factor must be > 0",
+        ),
+    ],
+)
+def test_bad_sweep_config_fails_the_dry_run_naming_the_key(tmp_path, change, message):
+    config = {**load("config.yaml"), **change}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and re.search(message, result.stdout + result.stderr)
 
 
 # --------------------------------------------------------------------- conda environments
@@ -317,6 +393,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
     assert set(rules) == {
         "make_demo_data", "prepare_data", "train_demo_model", "baseline_and_record", "select",
         "ablate", "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
+        "dose_response",
     }  # fmt: skip
     for name, (env, command) in rules.items():
         assert env is not None and command is not None, name

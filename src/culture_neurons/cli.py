@@ -103,6 +103,11 @@ def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-size", type=int, default=0, help="adaptive batch ceiling (CUDA)")
 
 
+def _add_bootstrap_args(p: argparse.ArgumentParser, resamples: str) -> None:
+    p.add_argument("--n-boot", type=int, default=1000, help=resamples)
+    p.add_argument("--seed", type=int, default=0, help="resampling seed")
+
+
 def _add_record(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record", help="baseline answers + activation statistics (identification split)"
@@ -156,9 +161,13 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
     p.add_argument("--masks", required=True, help="results/{model}/masks/{selector}.zarr")
     p.add_argument("--sources", nargs="+", default=["all"], help="source cultures (or all)")
+    p.add_argument("--ratios", type=float, nargs="*", default=[], help="default: the masks' ratio")
+    p.add_argument("--intervention", type=_json_object, default={"kind": "zero"}, help="JSON")
+    p.add_argument("--store", type=_none_if_empty, default=None, help="activations (kind mean)")
     _add_batch_size_args(p)
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
+    p.add_argument("--sweep-dir", type=_none_if_empty, help="other ratios' tables (r{ratio}/)")
     p.set_defaults(stage="culture_neurons.ablation.stage:ablate_stage")
 
 
@@ -185,8 +194,7 @@ def _add_overlap(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, nargs="+", type=_named, required=True, help="SELECTOR=PATH ...")
     for flag in ("--selectors-out", "--pairs-out", "--correlation-out", "--figure-prefix"):
         p.add_argument(flag, required=True)
-    p.add_argument("--n-boot", type=int, default=1000, help="culture resamples and permutations")
-    p.add_argument("--seed", type=int, default=0)
+    _add_bootstrap_args(p, "culture resamples and permutations")
     p.set_defaults(stage="culture_neurons.analysis.stages:overlap_stage")
 
 
@@ -195,11 +203,15 @@ def _add_matrices(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
     p.add_argument("--ablations", nargs="+", required=True, help="ablations/{selector}/*.parquet")
     p.add_argument("--selector", required=True)
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    _add_bootstrap_args(p, "bootstrap resamples")
     p.add_argument("--out", required=True, help="results/{model}/matrices/{selector}.parquet")
     p.add_argument("--summary-out", required=True, help="self / cross / gap table (parquet)")
     p.add_argument("--significance-out", help="per-source gap tests (parquet)")
+    p.add_argument("--ratio", type=float, help="the headline ratio (of --ablations)")
+    p.add_argument("--intervention", default="zero", help="its name in the sweep tables")
+    p.add_argument("--sweep-ablations", nargs="*", default=[], help="tables of the other ratios")
+    for flag in ("--sweep-out", "--sweep-summary-out", "--sweep-significance-out"):
+        p.add_argument(flag, help="every ratio's matrix / summary / gap tests (parquet)")
     p.set_defaults(stage="culture_neurons.analysis.stages:matrices_stage")
 
 
@@ -238,13 +250,25 @@ def _add_summary(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summaries", nargs="+", type=_summary_spec, required=True, help=spec)
     p.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, .md and .tex")
     p.add_argument("--significance", nargs="+", type=_summary_spec, help=spec)
+    for flag in ("--sweep-summaries", "--sweep-significance"):
+        p.add_argument(flag, nargs="*", type=_summary_spec, default=[], help=f"{spec} (sweeps)")
     p.set_defaults(stage="culture_neurons.analysis.stages:summary_stage")
+
+
+def _add_dose_response(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dose-response", help="self / cross / gap against the share of neurons")
+    p.add_argument("--model", required=True)
+    p.add_argument("--sweeps", nargs="+", type=_named, required=True, help="SELECTOR=PATH ...")
+    p.add_argument("--table-out", required=True, help="long table (CSV)")
+    p.add_argument("--figure-dir", required=True, help="gets dose_response_{intervention}.png")
+    _add_bootstrap_args(p, "source-culture resamples")
+    p.set_defaults(stage="culture_neurons.analysis.stages:dose_response_stage")
 
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
     "make_demo", "prepare_data", "train_demo", "record", "select", "ablate", "matrices",
-    "figures", "baseline_figure", "summary", "stability", "overlap", "bench",
+    "figures", "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench",
 ]  # fmt: skip
 
 

@@ -1,10 +1,9 @@
 rule ablate:
     input:
-        item_table=f"{data_dir()}/items.parquet",
-        masks="results/{model}/masks/{selector}.zarr",
-        model=get_model_input,
+        unpack(get_ablate_input),
     output:
-        directory("results/{model}/ablations/{selector}"),
+        ablations=directory("results/{model}/ablations/{selector}"),
+        sweeps=sweep_outputs("results/{model}"),
     log:
         "logs/ablate/{model}/{selector}.log",
     conda:
@@ -17,10 +16,25 @@ rule ablate:
     params:
         model=get_model_json,
         sources=get_sources,
+        ratios=get_ratios_arg,
+        intervention=get_intervention_json,
+        store=get_store_arg,
+        sweep_dir=get_sweep_dir_arg,
         max_new_tokens=get_max_new_tokens(),
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
-        " --masks {input.masks} --sources {params.sources}"
+        " --masks {input.masks} --sources {params.sources} --ratios {params.ratios}"
+        " --intervention {params.intervention} {params.store}"
         " --batch-size {resources.batch_size} --max-batch-size {resources.max_batch_size}"
         " --max-new-tokens {params.max_new_tokens}"
-        " --out-dir {output} > {log} 2>&1"
+        " --out-dir {output.ablations} --sweep-dir {params.sweep_dir} > {log} 2>&1"
+
+
+use rule ablate as ablate_intervention with:
+    output:
+        ablations=directory(
+            "results/{model}/interventions/{intervention}/ablations/{selector}"
+        ),
+        sweeps=sweep_outputs("results/{model}/interventions/{intervention}"),
+    log:
+        "logs/ablate/{model}/{intervention}/{selector}.log",

@@ -2,10 +2,14 @@ rule matrices:
     input:
         baseline="results/{model}/baseline/evaluation.parquet",
         ablations="results/{model}/ablations/{selector}",
+        sweeps=get_sweep_dirs,
     output:
         matrix="results/{model}/matrices/{selector}.parquet",
         summary="results/{model}/matrices/{selector}.summary.parquet",
         significance="results/{model}/matrices/{selector}.significance.parquet",
+        sweep="results/{model}/matrices/sweep/{selector}.parquet",
+        sweep_summary="results/{model}/matrices/sweep/{selector}.summary.parquet",
+        sweep_significance="results/{model}/matrices/sweep/{selector}.significance.parquet",
     log:
         "logs/matrices/{model}/{selector}.log",
     conda:
@@ -14,11 +18,63 @@ rule matrices:
         n_boot=get_bootstrap("n"),
         seed=get_bootstrap("seed"),
         tables=get_ablation_tables,
+        sweep_tables=get_sweep_tables,
+        ratio=headline_ratio(),
+        intervention=wildcard_intervention,
     shell:
         "culture-neurons matrices --baseline {input.baseline} --ablations {params.tables}"
         " --selector {wildcards.selector} --n-boot {params.n_boot} --seed {params.seed}"
         " --out {output.matrix} --summary-out {output.summary}"
-        " --significance-out {output.significance} > {log} 2>&1"
+        " --significance-out {output.significance} --ratio {params.ratio}"
+        " --intervention {params.intervention} --sweep-ablations {params.sweep_tables}"
+        " --sweep-out {output.sweep} --sweep-summary-out {output.sweep_summary}"
+        " --sweep-significance-out {output.sweep_significance} > {log} 2>&1"
+
+
+use rule matrices as intervention_matrices with:
+    input:
+        baseline="results/{model}/baseline/evaluation.parquet",
+        ablations="results/{model}/interventions/{intervention}/ablations/{selector}",
+        sweeps=get_sweep_dirs,
+    output:
+        matrix="results/{model}/interventions/{intervention}/matrices/{selector}.parquet",
+        summary="results/{model}/interventions/{intervention}/matrices/{selector}.summary.parquet",
+        significance="results/{model}/interventions/{intervention}/matrices/{selector}.significance.parquet",
+        sweep="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.parquet",
+        sweep_summary="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.summary.parquet",
+        sweep_significance="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.significance.parquet",
+    log:
+        "logs/matrices/{model}/{intervention}/{selector}.log",
+
+
+rule dose_response:
+    input:
+        get_dose_response_input,
+    output:
+        table="results/{model}/dose_response.csv",
+        figures=report(
+            expand(
+                "results/figures/{{model}}/dose_response_{intervention}{ext}",
+                intervention=list(intervention_runs()),
+                ext=[".png", ".pdf"],
+            ),
+            caption="../report/dose_response.rst",
+            category="Dose-response",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/dose_response/{model}.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        sweeps=get_dose_response_args,
+        n_boot=get_bootstrap("n"),
+        seed=get_bootstrap("seed"),
+        figure_dir=lambda wildcards: f"results/figures/{wildcards.model}",
+    shell:
+        "culture-neurons dose-response --model {wildcards.model} --sweeps {params.sweeps}"
+        " --n-boot {params.n_boot} --seed {params.seed} --table-out {output.table}"
+        " --figure-dir {params.figure_dir} > {log} 2>&1"
 
 
 rule figures:
@@ -76,6 +132,29 @@ rule figures:
         " > {log} 2>&1"
 
 
+use rule figures as intervention_figures with:
+    input:
+        matrix="results/{model}/interventions/{intervention}/matrices/{selector}.parquet",
+        masks="results/{model}/masks/{selector}.zarr",
+        significance="results/{model}/interventions/{intervention}/matrices/{selector}.significance.parquet",
+    output:
+        heatmap=multiext(
+            "results/figures/{model}/{intervention}/{selector}_ablation",
+            ".png",
+            ".pdf",
+        ),
+        layers=multiext(
+            "results/figures/{model}/{intervention}/{selector}_layers", ".png", ".pdf"
+        ),
+        significance=multiext(
+            "results/figures/{model}/{intervention}/{selector}_significance",
+            ".png",
+            ".pdf",
+        ),
+    log:
+        "logs/figures/{model}/{intervention}/{selector}.log",
+
+
 rule baseline_figure:
     input:
         identification=expand(
@@ -107,6 +186,8 @@ rule summary:
     input:
         summaries=get_all_summaries,
         significance=get_all_significance,
+        sweep_summaries=get_sweep_summaries,
+        sweep_significance=get_sweep_significance,
     output:
         table2=report(
             multiext("results/summary/table2", ".csv", ".md", ".tex"),
@@ -118,6 +199,11 @@ rule summary:
             caption="../report/significance_table.rst",
             category="Per-source significance",
         ),
+        sweep=report(
+            multiext("results/summary/table2_sweep", ".csv", ".md"),
+            caption="../report/table2_sweep.rst",
+            category="Table 2",
+        ),
     log:
         "logs/summary.log",
     conda:
@@ -125,10 +211,14 @@ rule summary:
     params:
         summaries=get_summary_specs,
         significance=get_significance_specs,
+        sweep_summaries=get_sweep_specs("summary"),
+        sweep_significance=get_sweep_specs("significance"),
         prefix=lambda wildcards, output: output.table2[0].removesuffix(".csv"),
     shell:
         "culture-neurons summary --summaries {params.summaries}"
-        " --significance {params.significance} --out-prefix {params.prefix} > {log} 2>&1"
+        " --significance {params.significance} --sweep-summaries {params.sweep_summaries}"
+        " --sweep-significance {params.sweep_significance}"
+        " --out-prefix {params.prefix} > {log} 2>&1"
 
 
 rule overlap:

@@ -6,9 +6,16 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import update_config
 
+from culture_neurons.ablation.conditions import (
+    HEADLINE,
+    intervention_selectors,
+    parse_interventions,
+    parse_ratios,
+    ratio_label,
+)
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
-from culture_neurons.selection.selectors import is_culture_independent
+from culture_neurons.selection.selectors import has_ranking, is_culture_independent
 
 # envs/*.post-deploy.sh install this checkout into each rule kind's conda environment (a
 # checkout at another path on the compute nodes can be named by setting the variable).
@@ -355,7 +362,23 @@ def get_final_targets():
             targets += [
                 f"results/figures/{name}/{figure}{ext}" for ext in (".png", ".pdf")
             ]
+        targets += dose_response_figures(name)
+        targets.append(f"results/{name}/dose_response.csv")
+        # Each ratio's ablations are targets themselves: Snakemake does not rerun a job for a
+        # missing intermediate, so without them an added ratio would go unnoticed (no metadata).
+        for selector, intervention in sweep_runs(name):
+            targets += sweep_ablation_dirs(name, selector, intervention)
+        for intervention, selectors in intervention_runs().items():
+            if intervention == HEADLINE:
+                continue
+            for selector in selectors:
+                for figure in ("ablation", "significance"):
+                    targets += [
+                        f"{figures_dir(name, intervention)}/{selector}_{figure}{ext}"
+                        for ext in (".png", ".pdf")
+                    ]
     targets += [f"results/figures/baseline_accuracy{ext}" for ext in (".png", ".pdf")]
+    targets += [f"results/summary/table2_sweep{ext}" for ext in (".csv", ".md")]
     targets += [f"results/summary/table2{ext}" for ext in (".csv", ".md", ".tex")]
     targets.append("results/summary/table2_significance.csv")
     return targets
@@ -414,3 +437,196 @@ def get_overlap_args(wildcards, input):
         f"{s}={path}" for s, path in zip(culture_specific_selectors(), input.matrices)
     )
     return f"--masks {masks} --matrices {matrices}"
+
+
+# -- ratio sweeps and interventions ------------------------------------------------------------
+
+
+def headline_ratio():
+    return float(config["ratio"])
+
+
+def sweep_ratios():
+    """Every swept ratio, ascending, the headline included (config ratio + ratios)."""
+    return parse_ratios(config["ratio"], config.get("ratios"))
+
+
+def interventions():
+    """Intervention name -> Intervention, zero first."""
+    return {i.name: i for i in parse_interventions(config.get("interventions"))}
+
+
+def intervention_runs():
+    """Intervention name -> the selector instances it runs for."""
+    interventions()  # validates the list first
+    return intervention_selectors(config.get("interventions"), selector_instances())
+
+
+def check_sweeps():
+    """Ratios and interventions are valid; a sweep needs every selector to have a ranking."""
+    try:
+        ratios = sweep_ratios()
+        intervention_runs()
+    except Exception as error:
+        raise ValueError(str(error)) from None
+    if len(ratios) > 1:
+        for name, params in selector_instances().items():
+            method = params["method"]
+            if method not in CONTROL_METHODS and not has_ranking(method):
+                raise ValueError(
+                    f"selectors.{name}: method {method!r} has no ranking function, so it "
+                    "cannot give nested masks for ratios; add one to RANKINGS (README, "
+                    "'Adding a selector') or drop ratios"
+                )
+
+
+def intervention_prefix(model, intervention):
+    if intervention == HEADLINE:
+        return f"results/{model}"
+    return f"results/{model}/interventions/{intervention}"
+
+
+def ablation_dir(model, selector, intervention):
+    return f"{intervention_prefix(model, intervention)}/ablations/{selector}"
+
+
+def sweep_base(model, selector, intervention):
+    return f"{intervention_prefix(model, intervention)}/ablations_sweep/{selector}"
+
+
+def sweep_ablation_dirs(model, selector, intervention):
+    """One folder per swept ratio other than the headline, all written by the selector's one
+    ablate job: a ratio added to the config is a missing output, so that job reruns."""
+    base = sweep_base(model, selector, intervention)
+    return [
+        f"{base}/{ratio_label(ratio)}"
+        for ratio in sweep_ratios()
+        if ratio != headline_ratio()
+    ]
+
+
+def sweep_outputs(prefix):
+    """The ablate rule's per-ratio output folders under ``prefix`` (wildcards kept)."""
+    return [
+        directory(f"{prefix}/ablations_sweep/{{selector}}/{ratio_label(ratio)}")
+        for ratio in sweep_ratios()
+        if ratio != headline_ratio()
+    ]
+
+
+def get_sweep_dirs(wildcards):
+    return sweep_ablation_dirs(
+        wildcards.model, wildcards.selector, wildcard_intervention(wildcards)
+    )
+
+
+def get_sweep_dir_arg(wildcards):
+    return sweep_base(
+        wildcards.model, wildcards.selector, wildcard_intervention(wildcards)
+    )
+
+
+def matrices_dir(model, intervention):
+    if intervention == HEADLINE:
+        return f"results/{model}/matrices"
+    return f"results/{model}/interventions/{intervention}/matrices"
+
+
+def figures_dir(model, intervention):
+    if intervention == HEADLINE:
+        return f"results/figures/{model}"
+    return f"results/figures/{model}/{intervention}"
+
+
+def wildcard_intervention(wildcards):
+    return wildcards.get("intervention", HEADLINE)
+
+
+def get_ablate_input(wildcards):
+    inputs = {
+        "item_table": f"{data_dir()}/items.parquet",
+        "masks": f"results/{wildcards.model}/masks/{wildcards.selector}.zarr",
+        "model": get_model_input(wildcards),
+    }
+    if interventions()[wildcard_intervention(wildcards)].needs_means:
+        inputs["store"] = f"results/{wildcards.model}/activations.zarr"
+    return inputs
+
+
+def get_intervention_json(wildcards):
+    spec = interventions()[wildcard_intervention(wildcards)].spec()
+    return shlex.quote(json.dumps(spec, sort_keys=True))
+
+
+def get_store_arg(wildcards, input):
+    return f"--store {input.store}" if "store" in input.keys() else ""
+
+
+def get_ratios_arg(wildcards):
+    return " ".join(f"{r:g}" for r in sweep_ratios())
+
+
+def get_sweep_tables(wildcards, input):
+    """The ablate job's tables at the ratios other than the headline."""
+    return " ".join(
+        f"{folder}/{source}.parquet"
+        for folder in input.sweeps
+        for source in sources_of(wildcards.selector)
+    )
+
+
+def sweep_paths(model, selector, intervention, kind=""):
+    """The matrices job's every-ratio tables: kind '' (matrix), 'summary' or 'significance'."""
+    suffix = f".{kind}.parquet" if kind else ".parquet"
+    return f"{matrices_dir(model, intervention)}/sweep/{selector}{suffix}"
+
+
+def sweep_runs(model):
+    """(selector, intervention) of every ablate job of a model."""
+    return [
+        (selector, name)
+        for name, selectors in intervention_runs().items()
+        for selector in selectors
+    ]
+
+
+def get_dose_response_input(wildcards):
+    return [sweep_paths(wildcards.model, s, i) for s, i in sweep_runs(wildcards.model)]
+
+
+def get_dose_response_args(wildcards, input):
+    runs = sweep_runs(wildcards.model)
+    return " ".join(f"{s}={path}" for (s, _), path in zip(runs, input))
+
+
+def dose_response_figures(model):
+    return [
+        f"results/figures/{model}/dose_response_{name}{ext}"
+        for name in intervention_runs()
+        for ext in (".png", ".pdf")
+    ]
+
+
+def get_sweep_summaries(wildcards):
+    return [
+        sweep_paths(m, s, i, "summary") for m in model_names() for s, i in sweep_runs(m)
+    ]
+
+
+def get_sweep_significance(wildcards):
+    return [
+        sweep_paths(m, s, i, "significance")
+        for m in model_names()
+        for s, i in sweep_runs(m)
+    ]
+
+
+def get_sweep_specs(kind):
+    def specs(wildcards):
+        return " ".join(
+            f"{m}:{s}={sweep_paths(m, s, i, kind)}"
+            for m in model_names()
+            for s, i in sweep_runs(m)
+        )
+
+    return specs

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from culture_neurons.analysis.control_figures import plot_overlap, plot_significance
+from culture_neurons.analysis.dose_response import dose_response_table, plot_dose_response
 from culture_neurons.analysis.figures import (
     plot_ablation_heatmaps,
     plot_baseline_accuracy,
@@ -29,11 +30,39 @@ from culture_neurons.analysis.overlap import (
     selector_overlap,
 )
 from culture_neurons.analysis.significance import significant_sources, source_gap_tests
-from culture_neurons.analysis.tables import table2, write_table2
+from culture_neurons.analysis.tables import markdown_table2, table2, write_table2
 from culture_neurons.errors import InputError
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks
 
 log = logging.getLogger(__name__)
+
+
+def condition_tables(
+    base: pd.DataFrame,
+    masked: Mapping[str, pd.DataFrame],
+    selector: str,
+    *,
+    n_boot: int,
+    seed: int,
+    significance: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Matrix, self / cross / gap summary and (optionally) per-source gap tests of one ablation
+    condition (one ratio, one intervention): ``masked`` maps source culture -> answers."""
+    matrix = ablation_matrix(base, masked, n_boot=n_boot, seed=seed)
+    matrix.insert(0, "selector", selector)
+    summary = self_cross_summary(matrix, n_boot=n_boot, seed=seed)
+    tests = None
+    if significance:
+        tests = source_gap_tests(base, masked, n_boot=n_boot, seed=seed)
+        tests.insert(0, "selector", selector)
+        for metric, (k, c) in significant_sources(tests).items():
+            log.info("%s %s: %d of %d sources with a significant gap", selector, metric, k, c)
+    return matrix, summary, tests
+
+
+def _write_parquet(table: pd.DataFrame, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
 
 
 def matrices_stage(
@@ -46,25 +75,57 @@ def matrices_stage(
     significance_out: str | Path | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    ratio: float | None = None,
+    intervention: str = "zero",
+    sweep_ablations: Sequence[str | Path] = (),
+    sweep_out: str | Path | None = None,
+    sweep_summary_out: str | Path | None = None,
+    sweep_significance_out: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Source x target accuracy change and flip rate of one selector (``out``), its self /
     cross / gap summary (``summary_out``) and, with ``significance_out``, the per-source gap
     tests (:func:`~culture_neurons.analysis.significance.source_gap_tests`), from the evaluation
-    baseline and its ablation tables."""
-    base, masked = pd.read_parquet(baseline), read_ablations(ablations)
-    matrix = ablation_matrix(base, masked, n_boot=n_boot, seed=seed)
-    matrix.insert(0, "selector", selector)
-    summary = self_cross_summary(matrix, n_boot=n_boot, seed=seed)
+    baseline and its ablation tables at the headline ``ratio``.
+
+    With ``sweep_out`` (and the two other sweep outputs), the same three tables for every ratio
+    long-format (columns ``intervention`` and ``ratio`` first): the headline's and those of the
+    ``sweep_ablations`` tables, grouped by their ``ratio`` column."""
+    base = pd.read_parquet(baseline)
+    matrix, summary, tests = condition_tables(
+        base, read_ablations(ablations), selector, n_boot=n_boot, seed=seed,
+        significance=significance_out is not None or sweep_out is not None,
+    )  # fmt: skip
     write_matrix(matrix, out)
     write_summary(summary, summary_out)
-    if significance_out is not None:
-        tests = source_gap_tests(base, masked, n_boot=n_boot, seed=seed)
-        tests.insert(0, "selector", selector)
-        Path(significance_out).parent.mkdir(parents=True, exist_ok=True)
-        tests.to_parquet(significance_out, index=False)
-        for metric, (k, c) in significant_sources(tests).items():
-            log.info("%s %s: %d of %d sources with a significant gap", selector, metric, k, c)
+    if significance_out is not None and tests is not None:
+        _write_parquet(tests, significance_out)
     log.info("%s: %d source x target cells", selector, len(matrix))
+    if sweep_out is None:
+        return matrix, summary
+    if ratio is None or sweep_summary_out is None or sweep_significance_out is None:
+        raise InputError("a sweep needs --ratio and all three --sweep-*-out paths")
+    conditions = {float(ratio): (matrix, summary, tests)}
+    by_ratio: dict[float, list[Path]] = {}
+    for path in map(Path, sweep_ablations):
+        ratios = pd.read_parquet(path, columns=["ratio"])["ratio"].unique()
+        if len(ratios) != 1:
+            raise InputError(f"{path}: expected one ratio per ablation table, got {ratios}")
+        by_ratio.setdefault(float(ratios[0]), []).append(path)
+    if float(ratio) in by_ratio:
+        raise InputError(f"the headline ratio {ratio:g} is also among the sweep tables")
+    for value, paths in sorted(by_ratio.items()):
+        conditions[value] = condition_tables(
+            base, read_ablations(paths), selector, n_boot=n_boot, seed=seed
+        )
+    for position, target in enumerate((sweep_out, sweep_summary_out, sweep_significance_out)):
+        parts = []
+        for value in sorted(conditions):
+            part = conditions[value][position].copy()
+            part.insert(0, "ratio", value)
+            part.insert(0, "intervention", intervention)
+            parts.append(part)
+        _write_parquet(pd.concat(parts, ignore_index=True), target)
+    log.info("%s %s: ratios %s", selector, intervention, ", ".join(f"{r:g}" for r in conditions))
     return matrix, summary
 
 
@@ -123,6 +184,8 @@ def summary_stage(
     significance: Mapping[tuple[str, str], str | Path]
     | Iterable[tuple[tuple[str, str], str | Path]]
     | None = None,
+    sweep_summaries: Iterable[tuple[tuple[str, str], str | Path]] = (),
+    sweep_significance: Iterable[tuple[tuple[str, str], str | Path]] = (),
 ) -> list[Path]:
     """The paper's Table 2 over (model, selector) -> summary-table paths (a mapping or pairs);
     writes PREFIX.csv, .md and .tex. ``significance``, the same keys -> per-source gap tests,
@@ -139,8 +202,77 @@ def summary_stage(
         prefix = Path(out_prefix)
         paths.append(prefix.with_name(prefix.name + "_significance.csv"))
         merged.to_csv(paths[-1], index=False)
+    if sweep_summaries:
+        paths += _sweep_tables(sweep_summaries, sweep_significance, Path(out_prefix))
     log.info("wrote %s", ", ".join(map(str, paths)))
     return paths
+
+
+def _by_condition(
+    specs: Iterable[tuple[tuple[str, str], str | Path]],
+) -> dict[tuple[str, float], dict[tuple[str, str], pd.DataFrame]]:
+    """(intervention, ratio) -> (model, selector) -> that condition's rows of a sweep table."""
+    conditions: dict[tuple[str, float], dict[tuple[str, str], pd.DataFrame]] = {}
+    for key, path in specs:
+        table = pd.read_parquet(path)
+        for (intervention, ratio), part in table.groupby(["intervention", "ratio"], sort=True):
+            rows = part.drop(columns=["intervention", "ratio"]).reset_index(drop=True)
+            conditions.setdefault((str(intervention), float(ratio)), {})[key] = rows
+    return conditions
+
+
+def _sweep_tables(
+    summaries: Iterable[tuple[tuple[str, str], str | Path]],
+    significance: Iterable[tuple[tuple[str, str], str | Path]],
+    prefix: Path,
+) -> list[Path]:
+    """Table 2 of every (intervention, ratio) condition: ``PREFIX_sweep.csv`` (long, condition
+    columns first) and ``PREFIX_sweep.md`` (one section per condition)."""
+    tests = _by_condition(significance)
+    parts, sections = [], []
+    # The paper's zeroing first, then the other kinds; ratios ascending within each.
+    by_condition = sorted(
+        _by_condition(summaries).items(), key=lambda kv: (kv[0][0] != "zero", kv[0])
+    )
+    for (intervention, ratio), tables in by_condition:
+        table = table2(tables, tests.get((intervention, ratio)) or None)
+        sections.append(f"## {intervention}, ratio {ratio:g}\n\n{markdown_table2(table)}")
+        flat = table.reset_index()
+        flat.insert(0, "ratio", ratio)
+        flat.insert(0, "intervention", intervention)
+        parts.append(flat)
+    paths = [prefix.with_name(prefix.name + "_sweep" + ext) for ext in (".csv", ".md")]
+    pd.concat(parts, ignore_index=True).to_csv(paths[0], index=False, encoding="utf-8")
+    paths[1].write_text("\n".join(sections), encoding="utf-8")
+    return paths
+
+
+def dose_response_stage(
+    model: str,
+    sweeps: Iterable[tuple[str, str | Path]],
+    table_out: str | Path,
+    figure_dir: str | Path,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Self, cross and gap against the ratio for every selector of one model (``table_out``, CSV)
+    and one figure per intervention, ``figure_dir/dose_response_{intervention}.png`` / ``.pdf``.
+    ``sweeps``: (selector instance, sweep matrix) pairs, several per instance when it runs under
+    several interventions."""
+    matrices: dict[str, list[pd.DataFrame]] = {}
+    for name, path in sweeps:
+        matrices.setdefault(name, []).append(pd.read_parquet(path))
+    table = dose_response_table(
+        {name: pd.concat(parts, ignore_index=True) for name, parts in matrices.items()},
+        n_boot=n_boot, seed=seed,
+    )  # fmt: skip
+    Path(table_out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(table_out, index=False)
+    for intervention, part in table.groupby("intervention", sort=False):
+        prefix = Path(figure_dir) / f"dose_response_{intervention}"
+        plot_dose_response(part, f"{model}: dose-response, {intervention}", prefix)
+    return table
 
 
 def overlap_stage(

@@ -34,6 +34,7 @@ __all__ = [
     "SELECTOR_ORDER",
     "SETTINGS",
     "format_table2",
+    "markdown_table2",
     "selector_column",
     "table2",
     "table2_values",
@@ -375,6 +376,11 @@ def _latex(df: pd.DataFrame, notes: list[str]) -> str:
     lines += ["\\bottomrule", "\\end{tabular}"]
     lines += [f"% {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table2(df: pd.DataFrame) -> str:
+    """:func:`table2` as the Markdown that ``<prefix>.md`` holds, footnotes included."""
+    return _markdown(df, list(df.attrs.get("notes", [])))
 
 
 def write_table2(df: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
