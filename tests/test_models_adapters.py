@@ -54,6 +54,12 @@ def test_prompt_text_is_appendix_a3() -> None:
         "Your response must be ONLY the text of the correct option from the list above, "
         "and nothing else."
     )
+    blind = build_prompt_text("What is\nthis?", ["a", "b", "c", "d"], with_image=False)
+    assert blind.startswith("Answer the following multiple-choice question.\nQuestion: What is")
+    assert blind.split("\n")[1:] == text.split("\n")[1:2] + [
+        "Options: a b c d",
+        text.split("\n")[-1],
+    ]
     with pytest.raises(ValueError):
         build_prompt_text("q", "abcd")
 
@@ -339,3 +345,7 @@ def test_generic_text_only_model(tmp_path: Path, tiny_checkpoint: Callable[[str]
     assert (batch["input_ids"] == im_start).any() and not mask[batch["input_ids"] == im_start].any()
     assert not adapter.valid_token_mask(batch, "image").any()
     assert adapter.generate(batch, max_new_tokens=2).shape == (2, 2)
+    # Its prompt is appendix A.3's without " based on the image"; a VLM's keeps it.
+    prompt = tok.decode(batch["input_ids"][0], skip_special_tokens=True)
+    assert "Answer the following multiple-choice question.\nQuestion:" in prompt
+    assert "image" not in prompt

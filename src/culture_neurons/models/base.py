@@ -172,7 +172,7 @@ class ModelAdapter:
 
     def render_prompt(self, question: str, options: Sequence[str]) -> str:
         """The appendix A.3 prompt through the chat template, with the assistant turn opened."""
-        text = build_prompt_text(question, options)
+        text = build_prompt_text(question, options, with_image=self.takes_images)
         template = (
             self.chat_template
             or getattr(self.processor, "chat_template", None)

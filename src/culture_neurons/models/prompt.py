@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 PROMPT_TEMPLATE = (
-    "Answer the following multiple-choice question based on the image.\n"
+    "Answer the following multiple-choice question{grounding}.\n"
     "Question: {question}\n"
     "Options: {options}\n"
     "Your response must be ONLY the text of the correct option from the list above, "
@@ -19,12 +19,17 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def build_prompt_text(question: str, options: Sequence[str]) -> str:
-    """Appendix A.3's user text: question and options (space-separated, in order) on their lines."""
+def build_prompt_text(question: str, options: Sequence[str], *, with_image: bool = True) -> str:
+    """Appendix A.3's user text: question and options (space-separated, in order) on their lines.
+
+    ``with_image=False`` (a text-only model, or a VLM run blind) drops " based on the image" from
+    the first line and changes nothing else."""
     if isinstance(options, str) or not options:
         raise ValueError(f"options must be a non-empty sequence of strings, got {options!r}")
     return PROMPT_TEMPLATE.format(
-        question=_one_line(question), options=" ".join(_one_line(o) for o in options)
+        grounding=" based on the image" if with_image else "",
+        question=_one_line(question),
+        options=" ".join(_one_line(o) for o in options),
     )
 
 
