@@ -230,21 +230,29 @@ def test_recording_refuses_a_foreign_forward(tiny_adapter: ModelAdapter) -> None
 
 
 # -------------------------------------------------------------------------------------- keep masks
-def test_keep_mask_multiplies_the_gate_branch(tiny_adapter: ModelAdapter) -> None:
-    keep = random_keep(tiny_adapter, masks=1, seed=0)
-    mlps = [layer.mlp for layer in tiny_adapter.decoder_layers()]
+def mlp_inputs_and_outputs(
+    adapter: ModelAdapter, keep: torch.Tensor, offset: torch.Tensor | None = None
+) -> tuple[list[nn.Module], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Each decoder MLP's input and output in one forward under the banks ``keep``/``offset``."""
+    mlps = [layer.mlp for layer in adapter.decoder_layers()]
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def grab(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
         seen.append((args[0].detach().clone(), output.detach().clone()))
 
-    batch = tiny_adapter.build_batch(make_items(2))
+    batch = adapter.build_batch(make_items(2))
     with (
         hooks_attached([(mlp, grab) for mlp in mlps]),
-        apply_keep_masks(tiny_adapter.act_fn_modules(), keep),
+        apply_keep_masks(adapter.act_fn_modules(), keep, offset=offset),
         torch.inference_mode(),
     ):
-        tiny_adapter.model(**batch)
+        adapter.model(**batch)
+    return mlps, seen
+
+
+def test_keep_mask_multiplies_the_gate_branch(tiny_adapter: ModelAdapter) -> None:
+    keep = random_keep(tiny_adapter, masks=1, seed=0)
+    mlps, seen = mlp_inputs_and_outputs(tiny_adapter, keep)
     assert len(seen) == len(mlps)
     with torch.inference_mode():
         for layer, (mlp, (x, y)) in enumerate(zip(mlps, seen, strict=True)):
@@ -280,19 +288,7 @@ def test_each_intervention_kind_equals_the_mlp_by_hand(
     """down_proj((act_fn(gate_proj(x)) * f + o) * up_proj(x)) with the kind's factor f and offset
     o: 0 and 0 (zero), 0 and the mean (mean), k and 0 (scale), on the selected neurons only."""
     factor, offset = intervention_banks(tiny_adapter, kind, masks=1, seed=5)
-    mlps = [layer.mlp for layer in tiny_adapter.decoder_layers()]
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def grab(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        seen.append((args[0].detach().clone(), output.detach().clone()))
-
-    batch = tiny_adapter.build_batch(make_items(2))
-    with (
-        hooks_attached([(mlp, grab) for mlp in mlps]),
-        apply_keep_masks(tiny_adapter.act_fn_modules(), factor, offset=offset),
-        torch.inference_mode(),
-    ):
-        tiny_adapter.model(**batch)
+    mlps, seen = mlp_inputs_and_outputs(tiny_adapter, factor, offset)
     assert len(seen) == len(mlps)
     with torch.inference_mode():
         for layer, (mlp, (x, y)) in enumerate(zip(mlps, seen, strict=True)):
