@@ -30,7 +30,7 @@ from culture_neurons.models.qwen2_5_vl import (
     cap_image_pixels,
 )
 from culture_neurons.models.qwen_processing import QwenVLImageProcessorStandIn
-from culture_neurons.models.tiny import make_items, random_image
+from culture_neurons.models.tiny import TINY_FAMILIES, make_items, random_image
 
 pytest_plugins = ["tests.tiny_models"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -349,3 +349,58 @@ def test_generic_text_only_model(tmp_path: Path, tiny_checkpoint: Callable[[str]
     prompt = tok.decode(batch["input_ids"][0], skip_special_tokens=True)
     assert "Answer the following multiple-choice question.\nQuestion:" in prompt
     assert "image" not in prompt
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_blind_run_withholds_the_image_and_its_wording(
+    family: str, load_tiny: Callable[..., ModelAdapter]
+) -> None:
+    # `image: drop` (the blind control): the same VLM, asked without the image and without
+    # " based on the image"; a text item (no image) gets the same prompt from the seeing model.
+    seeing, blind = load_tiny(family), load_tiny(family, image="drop")
+    assert seeing.takes_images and not blind.takes_images
+    items = make_items(2)
+    blind_batch = blind.build_batch(items)
+    assert "pixel_values" not in blind_batch
+    assert not blind.visual_token_mask(blind_batch).any()
+    text_items = [{**item, "image": None} for item in items]
+    text_batch = seeing.build_batch(text_items)
+    assert torch.equal(text_batch["input_ids"], blind_batch["input_ids"])
+    question, options = items[0]["question"], items[0]["options"]
+    blind_prompt = blind.render_prompt(question, options)
+    assert "Answer the following multiple-choice question.\nQuestion:" in blind_prompt
+    assert seeing.render_prompt(question, options, with_image=False) == blind_prompt
+    assert "multiple-choice question based on the image.\nQuestion:" in seeing.render_prompt(
+        question, options
+    )
+    with pytest.raises(ValueError, match="mixes items with and without an image"):
+        seeing.build_batch([items[0], text_items[1]])
+    assert blind.metadata()["image"] == "drop" and seeing.metadata()["image"] == "use"
+
+
+def test_blind_and_text_rows_never_open_an_image() -> None:
+    import pandas as pd
+
+    from culture_neurons.inference.engine import prompt_items
+
+    rows = pd.DataFrame(
+        {
+            "question": ["Q?", "R?"],
+            "options": [["a", "b", "c", "d"]] * 2,
+            "image_source": ["/nonexistent/shard.parquet", ""],
+            "image_row": [0, 1],
+        }
+    )
+    assert [i["image"] for i in prompt_items(rows, with_images=False)] == [None, None]
+    assert prompt_items(rows.iloc[[1]])[0]["image"] is None  # a text item has no image
+    with pytest.raises(FileNotFoundError):
+        prompt_items(rows.iloc[[0]])
+
+
+def test_image_mode_is_checked() -> None:
+    from culture_neurons.models.spec import AdapterSpec
+
+    with pytest.raises(ValueError, match="image must be one of"):
+        AdapterSpec(family="generic", path="x", image="blur")
+    with pytest.raises(ValueError, match="records nothing"):
+        AdapterSpec(family="generic", path="x", image="drop", token_scope="image")

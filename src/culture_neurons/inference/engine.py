@@ -53,16 +53,21 @@ class BatchAnswers:
     act_sum: np.ndarray | None = None  # [L, D] float64, summed over the batch's valid tokens
 
 
-def prompt_items(rows: pd.DataFrame) -> list[dict[str, Any]]:
+def prompt_items(rows: pd.DataFrame, *, with_images: bool = True) -> list[dict[str, Any]]:
     """Model inputs of items.parquet rows: question, options and the decoded image (or the
-    in-memory ``image`` column that the benchmark's rows carry)."""
+    in-memory ``image`` column that the benchmark's rows carry). The image is None for a text
+    item (no image source) and when ``with_images`` is False (a model run blind)."""
     in_memory = "image" in rows.columns
+
+    def image_of(row) -> Any:
+        if not with_images:
+            return None
+        if in_memory:
+            return row.image
+        return load_image(row.image_source, row.image_row) if row.image_source else None
+
     return [
-        {
-            "question": row.question,
-            "options": list(row.options),
-            "image": row.image if in_memory else load_image(row.image_source, row.image_row),
-        }
+        {"question": row.question, "options": list(row.options), "image": image_of(row)}
         for row in rows.itertuples(index=False)
     ]
 
@@ -93,7 +98,7 @@ def answer_batch(
 
     The rows keep the processor's padding, so the recording's valid-token mask fits the prefill.
     """
-    batch = adapter.build_batch(prompt_items(rows))
+    batch = adapter.build_batch(prompt_items(rows, with_images=adapter.takes_images))
     prompts = capture_prompts(adapter, batch)
     settings = GreedySettings.from_model(adapter.model)
     with _interventions(adapter, batch, record, keep, row_mask_index, offset) as (
@@ -128,7 +133,7 @@ def reference_answers(
 ) -> list[str]:
     """The plain loop the fast path must match: `generate()` one item at a time, one bank."""
     texts = []
-    for item in prompt_items(rows):
+    for item in prompt_items(rows, with_images=adapter.takes_images):
         batch = adapter.build_batch([item])
         modules = adapter.act_fn_modules()
         with ExitStack() as stack:
@@ -248,7 +253,7 @@ def answer_masked(
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
     runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset)
-    all_items = prompt_items(rows)
+    all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
             window = range(first, min(first + items_per_window, len(rows)))

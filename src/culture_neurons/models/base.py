@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import transformers
 from transformers import AutoProcessor, BatchFeature, PreTrainedModel
+
+from culture_neurons.errors import InputError
 
 from .layers import decoder_act_fns, find_decoder_layers, mlp_width
 from .loading import hub_kwargs, model_kwargs, resolve_class
@@ -24,6 +27,14 @@ from .spec import TOKEN_SCOPES, AdapterSpec
 log = logging.getLogger(__name__)
 
 Item = Mapping[str, Any]  # question: str, options: list[str], image: PIL.Image.Image
+
+
+def _is_unreachable_hub(err: OSError) -> bool:
+    """transformers' "couldn't connect / not in the cache" errors, offline mode included."""
+    text = str(err).lower()
+    return any(
+        hint in text for hint in ("couldn't connect", "offline mode", "cannot find the requested")
+    )
 
 
 class ModelAdapter:
@@ -65,8 +76,17 @@ class ModelAdapter:
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | AdapterSpec) -> ModelAdapter:
         spec = AdapterSpec.from_mapping(spec)
-        model = cls.load_model(spec)
-        processor = cls.load_processor(spec, model)
+        try:
+            model = cls.load_model(spec)
+            processor = cls.load_processor(spec, model)
+        except OSError as err:
+            if Path(spec.path).exists() or not _is_unreachable_hub(err):
+                raise
+            raise InputError(
+                f"model {spec.path} cannot be loaded: the Hugging Face hub is not reachable "
+                "from this machine (offline) and the model is not in the local cache. Download "
+                "it where the hub is reachable, or set its path to a local folder"
+            ) from err
         return cls(model, processor, token_scope=spec.token_scope, spec=spec)
 
     @classmethod
@@ -158,6 +178,7 @@ class ModelAdapter:
             "revision": spec.revision if spec else None,
             "dtype": str(self.dtype).removeprefix("torch."),
             "token_scope": self.token_scope,
+            "image": spec.image if spec else "use",
             "decoder_layers_path": self.layers_path,
             "n_layers": self.n_layers,
             "n_neurons": self.n_neurons,
@@ -168,22 +189,31 @@ class ModelAdapter:
     # ---------------------------------------------------------------------------------- inputs
     @property
     def takes_images(self) -> bool:
+        """Whether prompts carry the item's image: a VLM's processor has an image processor,
+        unless the model entry says ``image: drop`` (the blind control)."""
+        if self.spec is not None and self.spec.image == "drop":
+            return False
         return getattr(self.processor, "image_processor", None) is not None
 
-    def render_prompt(self, question: str, options: Sequence[str]) -> str:
-        """The appendix A.3 prompt through the chat template, with the assistant turn opened."""
-        text = build_prompt_text(question, options, with_image=self.takes_images)
+    def render_prompt(
+        self, question: str, options: Sequence[str], *, with_image: bool | None = None
+    ) -> str:
+        """The appendix A.3 prompt through the chat template, with the assistant turn opened;
+        without an image (a text item, or a blind run) it drops " based on the image"."""
+        with_image = self.takes_images if with_image is None else with_image
+        text = build_prompt_text(question, options, with_image=with_image)
         template = (
             self.chat_template
             or getattr(self.processor, "chat_template", None)
             or getattr(self.tokenizer, "chat_template", None)
         )
         if template is None:
-            if self.takes_images:
+            if with_image:
                 raise ValueError(f"{self.family}: no chat template says where the image goes")
             return text  # a base language model sees the bare instruction
+        is_vlm_processor = getattr(self.processor, "image_processor", None) is not None
         return self.processor.apply_chat_template(
-            build_messages(text, with_image=self.takes_images),
+            build_messages(text, with_image=with_image, typed_content=is_vlm_processor),
             chat_template=template,
             add_generation_prompt=True,
             tokenize=False,
@@ -193,12 +223,19 @@ class ModelAdapter:
         """Prompts and images of `items`, left-padded, on the model's input device and dtype."""
         if not items:
             raise ValueError("build_batch needs at least one item")
-        texts = [self.render_prompt(item["question"], item["options"]) for item in items]
+        has_image = [item.get("image") is not None for item in items]
+        with_image = self.takes_images and has_image[0]
+        if self.takes_images and len(set(has_image)) > 1:
+            raise ValueError("a batch mixes items with and without an image")
+        texts = [
+            self.render_prompt(item["question"], item["options"], with_image=with_image)
+            for item in items
+        ]
         call: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
         bos = self.tokenizer.bos_token
         if bos and all(text.startswith(bos) for text in texts):
             call["add_special_tokens"] = False  # the template wrote BOS already; avoid a second
-        if self.takes_images:
+        if with_image:
             call["images"] = [item["image"].convert("RGB") for item in items]
         return self.to_model(self.processor(**call))
 

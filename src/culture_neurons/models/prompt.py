@@ -33,13 +33,15 @@ def build_prompt_text(question: str, options: Sequence[str], *, with_image: bool
     )
 
 
-def build_messages(prompt_text: str, *, with_image: bool = True) -> list[dict[str, Any]]:
-    """One user turn in the processor chat format, the image placed before the text."""
-    if not with_image:
+def build_messages(
+    prompt_text: str, *, with_image: bool = True, typed_content: bool = True
+) -> list[dict[str, Any]]:
+    """One user turn, the image placed before the text. ``typed_content``: the content as a
+    list of typed parts, as VLM processors' chat templates read it (LLaVA-NeXT's renders a plain
+    string as nothing); a text model's template wants the plain string."""
+    if not typed_content:
+        if with_image:
+            raise ValueError("an image needs typed content parts")
         return [{"role": "user", "content": prompt_text}]
-    return [
-        {
-            "role": "user",
-            "content": [{"type": "image"}, {"type": "text", "text": prompt_text}],
-        }
-    ]
+    parts = [{"type": "text", "text": prompt_text}]
+    return [{"role": "user", "content": [{"type": "image"}, *parts] if with_image else parts}]

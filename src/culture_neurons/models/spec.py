@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 TOKEN_SCOPES: tuple[str, ...] = ("all", "text", "image")
+IMAGE_MODES: tuple[str, ...] = ("use", "drop")
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -32,8 +33,14 @@ class AdapterSpec:
     token_scope: str = "all"
     processor_kwargs: Mapping[str, Any] = field(default_factory=dict)
     model_class: str | None = None
+    # "drop": the model answers without the image (the blind control); text items have none.
+    image: str = "use"
 
     def __post_init__(self) -> None:
+        if self.image not in IMAGE_MODES:
+            raise ValueError(f"image must be one of {IMAGE_MODES}, got {self.image!r}")
+        if self.image == "drop" and self.token_scope == "image":
+            raise ValueError("token_scope 'image' records nothing when the image is dropped")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(
                 f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}"
@@ -68,7 +75,16 @@ def model_spec_from_config(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
     spec = {
         key: entry[key]
-        for key in ("family", "path", "revision", "dtype", "device_map", "gpus", "token_scope")
+        for key in (
+            "family",
+            "path",
+            "revision",
+            "dtype",
+            "device_map",
+            "gpus",
+            "token_scope",
+            "image",
+        )  # fmt: skip
         if entry.get(key) is not None
     }
     if entry.get("model_class"):
