@@ -250,3 +250,90 @@ def test_a_partial_store_of_the_layout_before_act_sum_is_not_resumed(tmp_path):
     del group.attrs["statistics"]
     with pytest.raises(StoreMismatchError, match="delete it to start over"):
         make(tmp_path / "p.zarr")
+
+
+# ------------------------------------------------------------------ damaged stores (checksums)
+def complete_store(path):
+    store = make(path)
+    fill(store, store.pending_chunks())
+    return path
+
+
+def chunk_file(path, array, chunk):
+    """The file of one zarr chunk of ``array`` (v3's default "c/" key encoding): ``c/k`` for a
+    1-d array, ``c/k/0/0`` for the 3-d ones, whose chunks span every layer and neuron here."""
+    one_d = path / array / "c" / str(chunk)
+    return one_d if one_d.is_file() else one_d / "0" / "0"
+
+
+def flip_byte(file):
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def assert_same_store(a_path, b_path):
+    (a, attrs_a), (b, attrs_b) = arrays(a_path), arrays(b_path)
+    assert attrs_a == attrs_b and a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete"])
+def test_a_damaged_neuron_chunk_is_refused_on_read_and_recomputed_on_resume(tmp_path, damage):
+    from culture_neurons.record.aggregate import aggregate
+    from culture_neurons.record.store import CorruptStoreError
+
+    whole = complete_store(tmp_path / "whole.zarr")
+    damaged = complete_store(tmp_path / "damaged.zarr")
+    file = chunk_file(damaged, "fire_count", 1)
+    if damage == "flip a byte":
+        flip_byte(file)
+    elif damage == "truncate":
+        file.write_bytes(file.read_bytes()[:10])
+    else:
+        file.unlink()  # zarr alone would read the chunk back as zeros
+    store = open_store(damaged)  # the per-item arrays are intact
+    with pytest.raises(CorruptStoreError) as err:
+        aggregate(store, only_correct=False)
+    message = str(err.value)
+    assert "chunk 1 (items 4-7)" in message and f"Delete {damaged}" in message
+    assert "model 'tiny'" in message
+    # A resumed recording rewrites that chunk only, and ends identical to the undamaged store.
+    resumed = make(damaged)
+    assert resumed.pending_chunks() == [1]
+    fill(resumed, resumed.pending_chunks())
+    assert_same_store(whole, damaged)
+
+
+def test_a_missing_chunk_done_entry_means_recompute_never_read(tmp_path):
+    path = complete_store(tmp_path / "s.zarr")
+    group = zarr.open_group(str(path), mode="r+")
+    group["chunk_done"][1] = False
+    with pytest.raises(InputError, match=r"chunk\(s\) \[1\] not flagged as written"):
+        open_store(path)
+    assert make(path).pending_chunks() == [1]
+    chunk_file(path, "chunk_done", 0).unlink()  # the flags file itself is gone: all unflagged
+    with pytest.raises(InputError, match=r"chunk\(s\) \[0, 1, 2\]"):
+        open_store(path)
+    assert make(path).pending_chunks() == [0, 1, 2]
+
+
+def test_damaged_item_arrays_act_sums_and_checksums_are_named(tmp_path):
+    from culture_neurons.record.store import CorruptStoreError
+
+    path = complete_store(tmp_path / "items.zarr")
+    chunk_file(path, "tokens", 2).unlink()
+    with pytest.raises(CorruptStoreError, match=r"chunk 2 \(items 8-9\) items data differ"):
+        open_store(path)
+
+    path = complete_store(tmp_path / "act.zarr")
+    chunk_file(path, "act_sum", 0).unlink()
+    with pytest.raises(CorruptStoreError, match="chunk 0 .* act_sum data differ"):
+        identification_means(open_store(path))
+
+    path = complete_store(tmp_path / "digest.zarr")
+    chunk_file(path, "chunk_digest", 0).unlink()
+    with pytest.raises(CorruptStoreError, match="chunk 0 .* has no checksum"):
+        open_store(path)
+    assert make(path).pending_chunks() == [0, 1, 2]  # nothing unverifiable is kept

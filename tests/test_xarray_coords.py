@@ -40,7 +40,7 @@ def test_activation_store_opens_with_item_layer_neuron_labels(tmp_path):
     ds = xr.open_zarr(write_store(tmp_path / "s.zarr"), consolidated=False)
     assert set(ds.data_vars) == {
         "fire_count", "pos_sum", "tokens", "correct", "choice", "answer", "chunk_done",
-        "act_sum",
+        "act_sum", "chunk_digest",
     }  # fmt: skip
     assert ds.act_sum.dims == ("chunk", "layer", "neuron")
     assert set(ds.coords) == {"item_id", "culture", "layer", "neuron"}

@@ -72,8 +72,8 @@ def aggregate(store: ActivationStore, *, only_correct: bool = True) -> CultureAg
         if not selected.any():
             continue
         which = culture_idx[rows][selected]
-        counts = group["fire_count"][rows][selected]
-        sums = group["pos_sum"][rows][selected]
+        counts, sums = store.checked_rows(chunk)
+        counts, sums = counts[selected], sums[selected]
         # np.add.at would do it in one call, but a loop over the few cultures present in a chunk
         # is faster and keeps the float64 temporaries at one [L, D] slab.
         for c in np.unique(which):

@@ -21,10 +21,20 @@ bit-shuffled and compressed with zstd (Blosc). Counts and float32 sums read back
 A chunk's data is written before its ``chunk_done`` flag, so a job killed at any point resumes
 at the first chunk not flagged and rewrites it whole: the finished store is identical to one
 written without interruption.
+
+Every chunk also gets a checksum of what was written (``chunk_digest[chunk]``: SHA-256 of its
+neuron statistics, its per-item arrays and its ``act_sum``, each separately), written after the
+data and before the flag. Data changed on disk afterwards (a flipped byte, a truncated or deleted
+chunk file, which zarr would read back as zeros) no longer matches: a resumed recording
+recomputes such a chunk, and a reader refuses the store naming the chunk
+(:class:`CorruptStoreError`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -36,7 +46,13 @@ import zarr
 
 from culture_neurons.errors import InputError
 
+log = logging.getLogger(__name__)
+
 ITEM_ARRAYS = ("fire_count", "pos_sum", "tokens", "correct")
+#: The checksummed parts of a chunk: its rows of the two neuron arrays, its per-item arrays, its
+#: act_sum slab (readers of one part check only that part).
+DIGEST_PARTS = ("neurons", "items", "act_sum")
+INTEGRITY = "sha256 per chunk: " + ", ".join(DIGEST_PARTS)
 #: What a store made by this version records (the ``statistics`` attribute).
 STATISTICS = ("fire_count", "pos_sum", "act_sum")
 # The attribute xarray itself writes on data arrays: it opens the arrays named there as
@@ -53,6 +69,40 @@ MAX_CHUNK_BYTES = 16 * 2**20
 
 class StoreMismatchError(InputError):
     """A partial store exists but was started for other inputs."""
+
+
+class CorruptStoreError(InputError):
+    """A finished chunk's data no longer matches what was written (or cannot be read)."""
+
+
+def _sha256(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.asarray(array)
+        if array.dtype.kind in "UOT":  # text: its values (zarr reads it back as another dtype)
+            digest.update(f"str{array.shape}".encode())
+            digest.update("\x00".join(map(str, array.ravel())).encode())
+        else:
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def part_digests(
+    fire_count: np.ndarray,
+    pos_sum: np.ndarray,
+    tokens: np.ndarray,
+    correct: np.ndarray,
+    choices: np.ndarray,
+    answers: np.ndarray,
+    act_sum: np.ndarray,
+) -> dict[str, str]:
+    """The checksum of each part of one chunk, over the values as stored (dtypes included)."""
+    return {
+        "neurons": _sha256(fire_count, pos_sum),
+        "items": _sha256(tokens, correct, choices, answers),
+        "act_sum": _sha256(act_sum),
+    }
 
 
 @dataclass
@@ -97,20 +147,93 @@ class ActivationStore:
             raise ValueError(f"chunk {chunk} holds {n} items, got {fire_count.shape[0]}")
         if fire_count.size and int(fire_count.max()) > MAX_COUNT:
             raise ValueError(f"a fire count exceeds {MAX_COUNT}: too many valid tokens per item")
-        self.group["fire_count"][rows] = fire_count.astype(COUNT_DTYPE)
-        self.group["pos_sum"][rows] = pos_sum.astype(SUM_DTYPE)
-        self.group["tokens"][rows] = tokens.astype(np.uint32)
-        self.group["correct"][rows] = correct.astype(np.int8)
-        if answers is not None:
-            self.group["answer"][rows] = np.asarray(answers, dtype=str)
-        if choices is not None:
-            self.group["choice"][rows] = np.asarray(choices, dtype=np.int8)
-        if act_sum is not None:
-            if act_sum.shape != tuple(self.group["act_sum"].shape[1:]):
-                raise ValueError(f"chunk {chunk}: act_sum of shape {act_sum.shape}, not [L, D]")
-            self.group["act_sum"][chunk] = act_sum.astype(np.float64)
+        slab = tuple(self.group["act_sum"].shape[1:])
+        if act_sum is not None and act_sum.shape != slab:
+            raise ValueError(f"chunk {chunk}: act_sum of shape {act_sum.shape}, not [L, D]")
+        # Every array's rows are written (fill values where a statistic is not given), so the
+        # checksum covers exactly what is on disk.
+        values = {
+            "fire_count": fire_count.astype(COUNT_DTYPE),
+            "pos_sum": pos_sum.astype(SUM_DTYPE),
+            "tokens": tokens.astype(np.uint32),
+            "correct": correct.astype(np.int8),
+            "choice": np.full(n, -1, np.int8) if choices is None else np.asarray(choices, np.int8),
+            "answer": np.asarray([""] * n if answers is None else answers, dtype=str),
+        }
+        for name, array in values.items():
+            self.group[name][rows] = array
+        sums = np.full(slab, np.nan) if act_sum is None else act_sum.astype(np.float64)
+        self.group["act_sum"][chunk] = sums
+        digests = part_digests(*values.values(), sums)
+        self.group["chunk_digest"][chunk] = json.dumps(digests, sort_keys=True)
         # The flag goes last: a chunk counts as written only once all of its data is there.
         self.group["chunk_done"][chunk] = True
+
+    # ------------------------------------------------------------------------------ integrity
+    def _stored_digests(self) -> list[str]:
+        return [str(d) for d in self.group["chunk_digest"][:]]
+
+    def _read_part(self, chunk: int, part: str) -> tuple[np.ndarray, ...]:
+        rows, group = self.chunk_slice(chunk), self.group
+        if part == "neurons":
+            return group["fire_count"][rows], group["pos_sum"][rows]
+        if part == "items":
+            return tuple(group[name][rows] for name in ("tokens", "correct", "choice", "answer"))
+        return (group["act_sum"][chunk],)
+
+    def chunk_problem(
+        self, chunk: int, part: str, data: tuple[np.ndarray, ...] | None = None
+    ) -> str | None:
+        """What is wrong with one part of a finished chunk (None: it matches its checksum).
+        ``data``: the part as the caller already read it (so a reader hashes what it uses)."""
+        try:
+            data = self._read_part(chunk, part) if data is None else data
+            stored = json.loads(self._stored_digests()[chunk] or "{}")
+        except Exception as err:  # zarr and its codecs raise many types for damaged files
+            return f"cannot be read ({type(err).__name__}: {err})"
+        if part not in stored:
+            return "has no checksum (its checksum entry is missing)"
+        if part == "neurons":
+            actual = _sha256(data[0].astype(COUNT_DTYPE), data[1].astype(SUM_DTYPE))
+        else:
+            actual = _sha256(*data)
+        if actual != stored[part]:
+            return f"{part} data differ from what was written (checksum mismatch)"
+        return None
+
+    def checked_rows(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """``fire_count`` and ``pos_sum`` of one finished chunk, checked against its checksum
+        (a store from before checksums is read as it is)."""
+        if not self.has_checksums:
+            return self._read_part(chunk, "neurons")
+        try:
+            data = self._read_part(chunk, "neurons")
+        except Exception as err:  # damaged files: zarr and the codecs raise many types
+            self._refuse(chunk, f"cannot be read ({type(err).__name__}: {err})")
+        problem = self.chunk_problem(chunk, "neurons", data)
+        if problem:
+            self._refuse(chunk, problem)
+        return data
+
+    def _refuse(self, chunk: int, problem: str) -> None:
+        rows = self.chunk_slice(chunk)
+        raise CorruptStoreError(
+            f"activation store {self.path}, chunk {chunk} (items {rows.start}-{rows.stop - 1}) "
+            f"{problem}: its statistics cannot be trusted. Delete {self.path} and rerun "
+            f"baseline_and_record for model {self.group.attrs.get('model')!r}"
+        )
+
+    def check_parts(self, parts: tuple[str, ...], chunks: list[int] | None = None) -> None:
+        """Refuse the store at the first finished chunk whose ``parts`` fail their checksum."""
+        for chunk in range(self.n_chunks) if chunks is None else chunks:
+            for part in parts:
+                problem = self.chunk_problem(chunk, part)
+                if problem:
+                    self._refuse(chunk, problem)
+
+    @property
+    def has_checksums(self) -> bool:
+        return "chunk_digest" in self.group
 
     @property
     def complete(self) -> bool:
@@ -140,6 +263,7 @@ def create_or_resume(
         "n_layers": n_layers,
         "n_neurons": n_neurons,
         "statistics": list(STATISTICS),
+        "integrity": INTEGRITY,
     }
     if path.exists():
         group = zarr.open_group(str(path), mode="r+")
@@ -150,7 +274,9 @@ def create_or_resume(
                 f"partial activation store {path} was started for other inputs "
                 f"(found {found}); delete it to start over"
             )
-        return ActivationStore(group, path)
+        store = ActivationStore(group, path)
+        _recompute_damaged_chunks(store)
+        return store
     tmp = path.with_name(path.name + ".creating")
     shutil.rmtree(tmp, ignore_errors=True)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -192,6 +318,10 @@ def create_or_resume(
     group.create_array(
         "act_sum", shape=(n_chunks, n_layers, n_neurons), chunks=(1, n_layers, n_neurons),
         dtype=np.float64, fill_value=np.nan, dimension_names=["chunk", "layer", "neuron"],
+    )  # fmt: skip
+    group.create_array(
+        "chunk_digest", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype=str,
+        dimension_names=["chunk"],
     )  # fmt: skip
     group.attrs.update(_jsonable(expected))
     # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
@@ -250,11 +380,40 @@ def _jsonable(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: (v if not isinstance(v, tuple) else list(v)) for k, v in mapping.items()}
 
 
+def _recompute_damaged_chunks(store: ActivationStore) -> None:
+    """On resume, a finished chunk that fails its checksum (or cannot be read) is unflagged, so
+    the recording writes it again instead of keeping damaged data."""
+    done = store.group["chunk_done"][:]
+    for chunk in map(int, np.flatnonzero(done)):
+        problems = [p for part in DIGEST_PARTS if (p := store.chunk_problem(chunk, part))]
+        if problems:
+            log.warning(
+                "activation store %s, chunk %d %s: recomputing it", store.path, chunk, problems[0]
+            )
+            store.group["chunk_done"][chunk] = False
+
+
 def open_store(path: str | Path) -> ActivationStore:
-    group = zarr.open_group(str(path), mode="r")
-    store = ActivationStore(group, Path(path))
-    if not store.complete:
-        raise InputError(f"activation store {path} is incomplete ({store.pending_chunks()[:5]}…)")
+    """A finished store for reading: complete, and its per-item arrays match their checksums
+    (readers check the neuron statistics they read, chunk by chunk, with `checked_rows`)."""
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        store = ActivationStore(group, Path(path))
+        pending = store.pending_chunks()
+    except Exception as err:  # a damaged zarr.json or flags file: zarr raises many types
+        raise CorruptStoreError(
+            f"activation store {path} cannot be opened ({type(err).__name__}: {err}); delete it "
+            "and rerun baseline_and_record"
+        ) from err
+    if pending:
+        raise InputError(
+            f"activation store {path} is incomplete: chunk(s) {pending[:5]} not flagged as "
+            "written (chunk_done); delete it and rerun baseline_and_record"
+        )
+    if store.has_checksums:
+        store.check_parts(("items",))
+    else:
+        log.warning("activation store %s predates chunk checksums: not verified", path)
     return store
 
 
@@ -272,6 +431,8 @@ def identification_means(store: ActivationStore) -> np.ndarray:
     )
     if "act_sum" not in group:
         raise InputError(rerun.format("predates the act_sum statistic"))
+    if store.has_checksums:
+        store.check_parts(("act_sum",))
     sums = group["act_sum"][:]
     missing = np.flatnonzero(np.isnan(sums).any(axis=(1, 2))).tolist()
     if missing:

@@ -169,8 +169,9 @@ def accumulate(
         rows = store.chunk_slice(chunk)
         if not any_used[rows].any():
             continue
-        counts = group["fire_count"][rows].reshape(rows.stop - rows.start, cells)
-        sums = group["pos_sum"][rows].reshape(rows.stop - rows.start, cells)
+        counts, sums = store.checked_rows(chunk)
+        counts = counts.reshape(rows.stop - rows.start, cells)
+        sums = sums.reshape(rows.stop - rows.start, cells)
         counts = counts.astype(np.float32)
         if fixed:
             chunk_labels = true_labels[rows]
