@@ -18,6 +18,9 @@ KEYS = {
     "speedup_vs_naive",
     "hf_best_batch_items_per_s",
     "answer_agreement",
+    "draft_acceptance",
+    "decoder_forwards_per_answer",
+    "engine_no_drafts_items_per_s",
     "selectors_s",
     "store_bytes_per_item_neuron",
 }
@@ -55,7 +58,15 @@ def test_bench_writes_every_figure_and_the_engine_answers_as_generate(
     assert all(s["selected"] == 3 * 4 for s in written["selectors_s"].values())
     assert written["store_bytes_per_item_neuron"] is None
     assert result["masked_items_per_s"] == written["masked_items_per_s"]
+    # Drafts change no answer; each answer needs between 1 decoder pass and the token limit
+    # (plus its share of the unmasked drafts), and fewer with drafts than without.
+    assert written["drafts_change_no_answer"] is True
+    assert 0.0 <= written["draft_acceptance"] <= 1.0
+    limit = SMALL.max_new_tokens
+    assert 1 <= written["decoder_forwards_per_answer_no_drafts"] <= limit
+    assert written["decoder_forwards_per_answer"] <= limit * (1 + 1 / SMALL.n_masks)
 
     markdown = (tmp_path / "bench.md").read_text()
-    for key in ("masked_items_per_s", "record_overhead", "selectors_s.cas", "3x2x200"):
+    for key in ("masked_items_per_s", "record_overhead", "selectors_s.cas", "3x2x200",
+                "draft_acceptance", "decoder_forwards_per_answer"):  # fmt: skip
         assert key in markdown

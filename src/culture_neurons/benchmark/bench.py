@@ -28,7 +28,12 @@ import torch
 import transformers
 from tqdm import tqdm
 
-from culture_neurons.inference.decoding import GreedySettings, capture_prompts, greedy_decode
+from culture_neurons.inference.decoding import (
+    DecodeStats,
+    GreedySettings,
+    capture_prompts,
+    greedy_decode,
+)
 from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
 from culture_neurons.models import apply_keep_masks, load_adapter, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
@@ -364,21 +369,24 @@ def _bench_model(adapter: ModelAdapter, sizes: BenchSizes, device: str) -> dict[
     lengths = [p.length for p in capture_prompts(adapter, adapter.build_batch(prompt_items(items)))]
     record = measure_record_overhead(adapter, items, sizes, device)
 
-    # Warm-up on two items, then the engine on every item x mask.
+    # Warm-up on two items, then the engine on every item x mask, with drafts (the default)
+    # and without (every row decoded step by step).
     answer_masked(adapter, items.head(2), keep[:2], batch_size=4, max_new_tokens=2, desc="warm")
-    masked_s, tables = timed(
-        device,
-        lambda: answer_masked(
-            adapter,
-            items,
-            keep,
-            batch_size=sizes.batch_size,
-            max_new_tokens=sizes.max_new_tokens,
-            desc="engine",
-        ),  # fmt: skip
-    )
+    stats = {True: DecodeStats(), False: DecodeStats()}
+    runs = {}
+    for drafts in (True, False):
+        runs[drafts] = timed(
+            device,
+            lambda drafts=drafts: answer_masked(
+                adapter, items, keep, batch_size=sizes.batch_size,
+                max_new_tokens=sizes.max_new_tokens, desc="engine", drafts=drafts,
+                stats=stats[drafts],
+            ),
+        )  # fmt: skip
+    masked_s, tables = runs[True]
     pairs = len(items) * sizes.n_masks
     masked_rate = pairs / masked_s
+    no_draft_tables = runs[False][1]
     # The profile: the same engine run stopped after the first token (capture + prefill only).
     prefill_s, _ = timed(
         device,
@@ -453,6 +461,14 @@ def _bench_model(adapter: ModelAdapter, sizes: BenchSizes, device: str) -> dict[
         "engine_vs_hf_best": masked_rate / hf["hf_best_batch_items_per_s"],
         "engine_prefill_only_items_per_s": pairs / prefill_s,
         "engine_decode_share": 1 - prefill_s / masked_s,
+        "engine_no_drafts_items_per_s": pairs / runs[False][0],
+        "draft_acceptance": stats[True].accepted / max(stats[True].drafted, 1),
+        "decoder_forwards_per_answer": stats[True].row_forwards / pairs,
+        "decoder_forwards_per_answer_no_drafts": stats[False].row_forwards / pairs,
+        "drafts_change_no_answer": all(
+            a["output"].tolist() == b["output"].tolist()
+            for a, b in zip(tables, no_draft_tables, strict=True)
+        ),
         "answer_agreement": float(np.mean(same)),
         "first_word_agreement": float(np.mean([c > 0 for c in common])),
         "mean_common_prefix_words": float(np.mean(common)),
@@ -535,6 +551,15 @@ def render_markdown(result: dict[str, Any]) -> str:
         "profile: the engine stopped after the first token (capture + prefill) |",
         f"| engine_decode_share | {result['engine_decode_share']:.2f} | profile: share of the "
         "engine's time spent in decode steps 2-20 |",
+        f"| engine_no_drafts_items_per_s | {result['engine_no_drafts_items_per_s']:.2f} | the "
+        "engine without drafts (every masked row decoded step by step) |",
+        f"| draft_acceptance | {result['draft_acceptance']:.3f} | share of masked rows finished "
+        "by checking the item's unmasked answer in their prefill |",
+        f"| decoder_forwards_per_answer | {result['decoder_forwards_per_answer']:.2f} | decoder "
+        "passes per item x mask answer (prefill and steps, row by row; the unmasked drafts "
+        f"included); without drafts {result['decoder_forwards_per_answer_no_drafts']:.2f} |",
+        f"| drafts_change_no_answer | {result['drafts_change_no_answer']} | every answer with "
+        "drafts equals the one without |",
     ]
     shape = "x".join(map(str, result.get("selector_shape", SELECTOR_SHAPE)))
     for method, numbers in result["selectors_s"].items():

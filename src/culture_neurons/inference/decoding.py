@@ -132,6 +132,41 @@ def capture_prompts(adapter: ModelAdapter, batch: Any) -> list[Prompt]:
 RowHook = Callable[[torch.Tensor], None]
 
 
+@dataclass
+class DecodeStats:
+    """What decoding cost: decoder calls, rows, and how many rows a draft finished."""
+
+    forwards: int = 0  # decoder calls
+    row_forwards: int = 0  # rows over all decoder calls (a row's prefill and each of its steps)
+    rows: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+
+class _Penalty:
+    """The repetition penalty as `generate()` applies it: every token already in the row (prompt
+    and generated) has its logit divided (positive) or multiplied (negative) by the penalty."""
+
+    def __init__(self, prompts: Sequence[Prompt], settings: GreedySettings, vocab: int) -> None:
+        self.factor = settings.repetition_penalty
+        self.seen = None
+        if self.factor != 1.0:
+            device = prompts[0].embeds.device
+            self.seen = torch.zeros(len(prompts), vocab, dtype=torch.bool, device=device)
+            for row, prompt in enumerate(prompts):
+                self.seen[row, prompt.input_ids.to(device)] = True
+
+    def apply(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        if self.seen is None:
+            return logits
+        penalised = torch.where(logits < 0, logits * self.factor, logits / self.factor)
+        return torch.where(self.seen[rows], penalised, logits)
+
+    def add(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        if self.seen is not None:
+            self.seen[rows, tokens] = True
+
+
 @torch.inference_mode()
 def greedy_decode(
     adapter: ModelAdapter,
@@ -140,34 +175,57 @@ def greedy_decode(
     max_new_tokens: int,
     settings: GreedySettings,
     select_rows: RowHook | None = None,
+    drafts: Sequence[Sequence[int]] | None = None,
+    stats: DecodeStats | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens of every prompt (one row each), stopping a row at end of sequence.
 
     ``select_rows(indices)`` is told which rows stay whenever finished rows leave the batch, so
     per-row interventions (keep masks) can follow; the prefill is the first decoder call.
+
+    ``drafts`` (one token list per row, e.g. the item's unmasked answer) are checked instead of
+    decoded: the prefill also reads each row's draft, and its greedy choice at every draft
+    position is compared with the draft's token. A row that agrees everywhere is finished by
+    that one call; any other keeps its tokens up to and including its first disagreement (its
+    own greedy choice there) and decodes on from it, the rejected draft positions masked out of
+    its attention. The tokens are those of step-by-step greedy decoding.
     """
     if not prompts:
         return []
+    stats = stats if stats is not None else DecodeStats()
     stack = decoder_stack(adapter)
     embed = adapter.model.get_input_embeddings()
     head = adapter.model.get_output_embeddings()
     device = prompts[0].embeds.device
-    rows, width = len(prompts), max(p.length for p in prompts)
+    rows = len(prompts)
+    if drafts is not None and len(drafts) != rows:
+        raise ValueError(f"{len(drafts)} drafts for {rows} prompts")
+    # The tokens each row feeds after its prompt: all of its draft but the last token (whose
+    # successor is never needed: a draft ends at end of sequence or at the token limit).
+    fed = [
+        list(d[: max(0, min(len(d), max_new_tokens) - 1)]) if drafts is not None else []
+        for d in (drafts if drafts is not None else [()] * rows)
+    ]
+    checked = [min(len(d), max_new_tokens) for d in drafts] if drafts is not None else [0] * rows
+    lengths = [p.length + len(f) for p, f in zip(prompts, fed, strict=True)]
+    width = max(lengths)
     hidden = prompts[0].embeds.shape[-1]
     n_components = prompts[0].positions.shape[0]
     embeds = prompts[0].embeds.new_zeros(rows, width, hidden)
     attention = torch.zeros(rows, width, dtype=torch.long, device=device)
     positions = torch.ones(n_components, rows, width, dtype=torch.long, device=device)
-    for row, prompt in enumerate(prompts):
-        start = width - prompt.length  # left padding: the last prompt token sits at the end
-        embeds[row, start:] = prompt.embeds
+    for row, (prompt, tokens) in enumerate(zip(prompts, fed, strict=True)):
+        start = width - lengths[row]  # left padding: the last token sits at the end
+        end = start + prompt.length
+        embeds[row, start:end] = prompt.embeds
         attention[row, start:] = 1
-        positions[:, row, start:] = prompt.positions
-    seen = None
-    if settings.repetition_penalty != 1.0:
-        seen = torch.zeros(rows, head.out_features, dtype=torch.bool, device=device)
-        for row, prompt in enumerate(prompts):
-            seen[row, prompt.input_ids.to(device)] = True
+        positions[:, row, start:end] = prompt.positions
+        if tokens:
+            ids = torch.tensor(tokens, dtype=torch.long, device=device)
+            embeds[row, end:] = embed(ids).to(embeds.dtype)
+            steps = torch.arange(1, len(tokens) + 1, device=device)
+            positions[:, row, end:] = prompt.positions[:, -1:] + steps
+    penalty = _Penalty(prompts, settings, head.out_features)
     eos = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=device)
     two_d = n_components == 1
 
@@ -179,25 +237,33 @@ def greedy_decode(
         past_key_values=cache,
         use_cache=True,
     )
-    active = torch.arange(rows, device=device)
-    last_position = positions[:, :, -1]
+    stats.forwards += 1
+    stats.row_forwards += rows
+    stats.rows += rows
     generated: list[list[int]] = [[] for _ in range(rows)]
-    for step in range(max_new_tokens):
+
+    def choose(states: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         # .to(device): with a model spread over GPUs the head may sit on another one.
-        logits = head(out.last_hidden_state[:, -1]).float().to(device)
-        if seen is not None:
-            penalised = torch.where(
-                logits < 0,
-                logits * settings.repetition_penalty,
-                logits / settings.repetition_penalty,
-            )
-            logits = torch.where(seen, penalised, logits)
-        next_tokens = logits.argmax(dim=-1)
-        for row, token in zip(active.tolist(), next_tokens.tolist(), strict=True):
+        logits = head(states).float().to(device)
+        tokens = penalty.apply(logits, which).argmax(dim=-1)
+        penalty.add(which, tokens)
+        return tokens
+
+    all_rows = torch.arange(rows, device=device)
+    last_position = positions[:, :, -1].clone()
+    if drafts is None:
+        next_tokens = choose(out.last_hidden_state[:, -1], all_rows)
+        for row, token in enumerate(next_tokens.tolist()):
             generated[row].append(token)
-        if step == max_new_tokens - 1:
-            break
         going = ~torch.isin(next_tokens, eos)
+    else:
+        next_tokens, going = _verify_drafts(
+            drafts, checked, lengths, width, out.last_hidden_state, choose, generated, eos,
+            attention, last_position, stats,
+        )  # fmt: skip
+    going &= torch.tensor([len(g) < max_new_tokens for g in generated], device=device)
+    active = all_rows
+    while True:
         if not bool(going.all()):
             if not bool(going.any()):
                 break
@@ -205,12 +271,8 @@ def greedy_decode(
             cache.batch_select_indices(keep)
             active, next_tokens = active[keep], next_tokens[keep]
             attention, last_position = attention[keep], last_position[:, keep]
-            if seen is not None:
-                seen = seen[keep]
             if select_rows is not None:
                 select_rows(keep)
-        if seen is not None:
-            seen[torch.arange(len(next_tokens), device=device), next_tokens] = True
         attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=1)
         last_position = last_position + 1
         step_positions = last_position.unsqueeze(-1)
@@ -221,4 +283,62 @@ def greedy_decode(
             past_key_values=cache,
             use_cache=True,
         )
+        stats.forwards += 1
+        stats.row_forwards += len(active)
+        next_tokens = choose(out.last_hidden_state[:, -1], active)
+        for row, token in zip(active.tolist(), next_tokens.tolist(), strict=True):
+            generated[row].append(token)
+        going = ~torch.isin(next_tokens, eos)
+        going &= torch.tensor([len(generated[r]) < max_new_tokens for r in active.tolist()],
+                              device=device)  # fmt: skip
     return generated
+
+
+def _verify_drafts(
+    drafts: Sequence[Sequence[int]],
+    checked: list[int],
+    lengths: list[int],
+    width: int,
+    states: torch.Tensor,
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    generated: list[list[int]],
+    eos: torch.Tensor,
+    attention: torch.Tensor,
+    last_position: torch.Tensor,
+    stats: DecodeStats,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy choices at every draft position of the prefill's output, position by position
+    (the repetition penalty sees the tokens before each one). Returns each row's last token
+    and whether it decodes on; masks the rejected draft positions out of ``attention`` and
+    moves ``last_position`` back to each row's last accepted token."""
+    device = states.device
+    rows = len(drafts)
+    stats.drafted += sum(1 for n in checked if n > 0)
+    if min(checked, default=1) == 0:
+        raise ValueError("every draft needs at least one token")
+    last = torch.zeros(rows, dtype=torch.long, device=device)
+    matching = [True] * rows
+    for k in range(max(checked, default=0)):
+        which = [r for r in range(rows) if matching[r] and k < checked[r]]
+        if not which:
+            break
+        index = torch.tensor(which, dtype=torch.long, device=device)
+        # Row r's prediction of draft token k sits at column width - checked[r] + k.
+        columns = torch.tensor([width - checked[r] + k for r in which], device=device)
+        tokens = choose(states[index, columns], index).tolist()
+        for r, token in zip(which, tokens, strict=True):
+            generated[r].append(token)
+            last[r] = token
+            if token != drafts[r][k]:
+                matching[r] = False
+                # Its draft positions after this one were read under a wrong prefix.
+                rejected = checked[r] - 1 - k
+                if rejected > 0:
+                    attention[r, width - rejected :] = 0
+                    last_position[:, r] -= rejected
+    for r in range(rows):
+        if matching[r]:
+            stats.accepted += 1
+    # A row goes on from its last token unless that ended it (a draft shorter than the token
+    # limit without an end-of-sequence token, fully accepted, goes on too).
+    return last, ~torch.isin(last, eos)

@@ -24,6 +24,7 @@ from culture_neurons.inference import batch_memory
 from culture_neurons.inference.answers import extract_choice, is_correct
 from culture_neurons.inference.batch_memory import BatchSizer
 from culture_neurons.inference.decoding import (
+    DecodeStats,
     GreedySettings,
     OutOfMemoryError,
     Prompt,
@@ -228,6 +229,8 @@ def answer_masked(
     desc: str = "ablate",
     window_rows: int | None = None,
     max_batch_size: int | None = None,
+    drafts: bool = True,
+    stats: DecodeStats | None = None,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
     per mask, rows in the order given. ``offset`` (``[M, L, D]``) adds a constant per bank after
@@ -240,6 +243,11 @@ def answer_masked(
     batch instead of ending the run. With ``max_batch_size`` (on CUDA), batches grow beyond
     ``batch_size`` as far as free memory holds, measured on the batches before
     (`culture_neurons.inference.batch_memory`).
+
+    With ``drafts`` (masked runs), each item's unmasked greedy answer, decoded once per window,
+    is the draft of its masked rows: a row that agrees with it at every position is finished by
+    its prefill (`greedy_decode`); the answers are those of step-by-step decoding either way.
+    ``stats`` collects the decoder calls and how many rows the drafts finished.
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
@@ -252,7 +260,8 @@ def answer_masked(
         ceiling=max_batch_size,
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
-    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset)
+    stats = stats if stats is not None else DecodeStats()
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
     all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
@@ -263,6 +272,10 @@ def answer_masked(
                 batch = adapter.build_batch([all_items[i] for i in ids])
                 prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
             by_length = sorted(window, key=lambda i: prompts[i].length)
+            if drafts and keep is not None:
+                runner.drafts = _unmasked_tokens(
+                    adapter, by_length, prompts, batch_size, max_new_tokens, settings, stats
+                )
             pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
             for (item, mask), text in zip(pairs, runner.run(pairs, prompts, progress), strict=True):
                 texts[mask][item] = text
@@ -271,6 +284,27 @@ def answer_masked(
         choices, correct = score(mask_texts, rows)
         tables.append(answer_table(rows, mask_texts, choices, correct))
     return tables
+
+
+def _unmasked_tokens(
+    adapter: ModelAdapter,
+    items: Sequence[int],
+    prompts: dict[int, Prompt],
+    batch_size: int,
+    max_new_tokens: int,
+    settings: GreedySettings,
+    stats: DecodeStats,
+) -> dict[int, list[int]]:
+    """Each item's unmasked greedy tokens (the drafts of its masked rows)."""
+    tokens: dict[int, list[int]] = {}
+    for start in range(0, len(items), batch_size):
+        ids = list(items[start : start + batch_size])
+        decoded = greedy_decode(
+            adapter, [prompts[i] for i in ids], max_new_tokens=max_new_tokens,
+            settings=settings, stats=stats,
+        )  # fmt: skip
+        tokens.update(zip(ids, decoded, strict=True))
+    return tokens
 
 
 class _BatchRunner:
@@ -285,10 +319,13 @@ class _BatchRunner:
         max_new_tokens: int,
         sizer: BatchSizer,
         offset: torch.Tensor | None = None,
+        stats: DecodeStats | None = None,
     ) -> None:
         self.adapter = adapter
         self.keep = keep
         self.offset = offset
+        self.stats = stats if stats is not None else DecodeStats()
+        self.drafts: dict[int, list[int]] | None = None
         self.settings = settings
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
@@ -344,5 +381,7 @@ class _BatchRunner:
                 max_new_tokens=self.max_new_tokens,
                 settings=self.settings,
                 select_rows=None if masks is None else masks.select_rows,
+                drafts=None if self.drafts is None else [self.drafts[i] for i, _ in chunk],
+                stats=self.stats,
             )
         return decode_texts(self.adapter, tokens)

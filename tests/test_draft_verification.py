@@ -1,0 +1,128 @@
+"""The unmasked answer as a draft: masked rows check it in their prefill instead of decoding it,
+and keep exactly the tokens of step-by-step greedy decoding (float32), for every family, with the
+repetition penalty, and with an end-of-sequence token inside the draft."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from culture_neurons.data.split import split_rows
+from culture_neurons.inference.decoding import (
+    DecodeStats,
+    GreedySettings,
+    capture_prompts,
+    greedy_decode,
+)
+from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
+from tests.cvqa_fixture import prepare_fixture
+
+pytest_plugins = ["tests.tiny_models"]
+MAX_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory) -> pd.DataFrame:
+    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
+    return split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(6)
+
+
+def banks(adapter, offs: list[float], seed: int = 0) -> torch.Tensor:
+    """One keep mask per share of neurons switched off (0.0: a mask that changes nothing)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (adapter.n_layers, adapter.n_neurons)
+    return torch.stack([(torch.rand(shape, generator=generator) >= off).float() for off in offs])
+
+
+def test_drafts_keep_the_tokens_of_step_by_step_decoding(tiny_adapter, evaluation,
+                                                         one_torch_thread):  # fmt: skip
+    keep = banks(tiny_adapter, [0.0, 0.02, 0.6])
+    stats = DecodeStats()
+    drafted = answer_masked(tiny_adapter, evaluation, keep, batch_size=4,
+                            max_new_tokens=MAX_NEW, stats=stats)  # fmt: skip
+    decoded = answer_masked(tiny_adapter, evaluation, keep, batch_size=4,
+                            max_new_tokens=MAX_NEW, drafts=False)  # fmt: skip
+    for a, b in zip(drafted, decoded, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    for m in range(len(keep)):
+        assert drafted[m]["output"].tolist() == reference_answers(
+            tiny_adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1]
+        )
+    # Both branches ran: rows finished by their draft (at least the no-op mask's) and rows that
+    # disagreed and decoded on.
+    rows = len(evaluation) * len(keep)
+    assert stats.drafted == rows
+    assert len(evaluation) <= stats.accepted < rows
+
+
+def test_drafts_under_the_repetition_penalty(load_tiny, evaluation, one_torch_thread):
+    adapter = load_tiny("pangea")
+    keep = banks(adapter, [0.0, 0.05, 0.5], seed=1)
+    adapter.model.generation_config.repetition_penalty = 1.8
+    try:
+        drafted = answer_masked(adapter, evaluation, keep, batch_size=3, max_new_tokens=MAX_NEW)
+        expected = [
+            reference_answers(adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1])
+            for m in range(len(keep))
+        ]
+    finally:
+        adapter.model.generation_config.repetition_penalty = 1.0
+    plain = answer_masked(adapter, evaluation, keep, batch_size=3, max_new_tokens=MAX_NEW)
+    assert [t["output"].tolist() for t in plain] != expected  # the penalty matters here
+    assert [t["output"].tolist() for t in drafted] == expected
+
+
+def test_an_end_of_sequence_token_inside_the_draft(load_tiny, evaluation, one_torch_thread):
+    adapter = load_tiny("llava_next")
+    # Make a token the model often writes mid-answer the end of sequence, so drafts end early
+    # and masked rows either stop with them or disagree before.
+    free = answer_masked(adapter, evaluation, None, batch_size=6, max_new_tokens=MAX_NEW)[0]
+    ids = adapter.tokenizer(free["output"].tolist(), add_special_tokens=False)["input_ids"]
+    counts = pd.Series([t for row in ids for t in row[1:]]).value_counts()
+    config = adapter.model.generation_config
+    before = config.eos_token_id
+    config.eos_token_id = int(counts.index[0])
+    try:
+        keep = banks(adapter, [0.0, 0.05, 0.5], seed=2)
+        stats = DecodeStats()
+        drafted = answer_masked(adapter, evaluation, keep, batch_size=4,
+                                max_new_tokens=MAX_NEW, stats=stats)  # fmt: skip
+        expected = [
+            reference_answers(adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1])
+            for m in range(len(keep))
+        ]
+    finally:
+        config.eos_token_id = before
+    assert [t["output"].tolist() for t in drafted] == expected
+    lengths = {len(o) for t in drafted for o in t["output"]}
+    assert len(lengths) > 1  # answers end at different points
+
+
+def prompts_of(adapter, evaluation, n=3):
+    batch = adapter.build_batch(prompt_items(evaluation.head(n)))
+    return capture_prompts(adapter, batch)
+
+
+def test_a_wrong_or_short_draft_still_gives_the_greedy_tokens(load_tiny, evaluation,
+                                                             one_torch_thread):  # fmt: skip
+    adapter = load_tiny("qwen2_5_vl")
+    prompts = prompts_of(adapter, evaluation)
+    settings = GreedySettings(eos_token_ids=())  # no end of sequence: every row runs 8 tokens
+    truth = greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings)
+    stats = DecodeStats()
+    same = greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings, drafts=truth,
+                         stats=stats)  # fmt: skip
+    assert same == truth and stats.accepted == 3 and stats.forwards == 1  # one decoder call
+    vocab = adapter.model.get_output_embeddings().out_features
+    wrong = [t[:3] + [(t[3] + 1) % vocab] + t[4:] for t in truth]  # wrong from position 3 on
+    stats = DecodeStats()
+    assert greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings, drafts=wrong,
+                         stats=stats) == truth  # fmt: skip
+    assert stats.accepted == 0 and stats.forwards == 1 + (8 - 4)  # prefill, then 4 steps
+    short = [t[:2] for t in truth]  # agrees, but stops before the token limit: decoding goes on
+    assert greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings,
+                         drafts=short) == truth  # fmt: skip
+    with pytest.raises(ValueError, match="at least one token"):
+        greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings,
+                      drafts=[[], [1], [1]])  # fmt: skip
