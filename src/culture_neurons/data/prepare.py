@@ -261,7 +261,6 @@ def _validate_text_rows(
     total: int,
     mapping: ColumnMapping,
     grouping: Grouping | None,
-    source: str,
     desc: str,
 ) -> tuple[list[dict[str, Any]], Exclusions, Counter]:
     """The text-dataset counterpart of `_validate_rows`: the same items, without an image."""
@@ -373,7 +372,7 @@ def _collect(
         total = len(table)
         log.info("reading %s rows from %s (%s)", total, source, desc)
         items, exclusions, unknown = _validate_text_rows(
-            iter_text_rows(table, mapping, config.name), total, mapping, grouping, source, desc
+            iter_text_rows(table, mapping, config.name), total, mapping, grouping, desc
         )
     else:
         rows, total, source = _rows(config, files)
