@@ -404,3 +404,13 @@ def test_image_mode_is_checked() -> None:
         AdapterSpec(family="generic", path="x", image="blur")
     with pytest.raises(ValueError, match="records nothing"):
         AdapterSpec(family="generic", path="x", image="drop", token_scope="image")
+
+
+def test_a_hub_model_that_cannot_be_reached_offline_is_one_line() -> None:
+    from culture_neurons.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        load_adapter({"family": "generic", "path": "HuggingFaceTB/SmolLM2-135M-Instruct"})
+    message = str(err.value)
+    assert message.startswith("model HuggingFaceTB/SmolLM2-135M-Instruct cannot be loaded")
+    assert "offline" in message and "\n" not in message
