@@ -130,8 +130,17 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
 
     monkeypatch.setattr(engine, "greedy_decode", decode_with_small_memory)
     got = answer_masked(adapter, evaluation, keep, batch_size=12, max_new_tokens=6)
+    # The unmasked drafts come first (all 6 items), are halved once, and the masked pairs keep
+    # the halved size.
+    assert sizes[:2] == [6, 3]
+    assert max(sizes[2:]) <= 3
+    sizes.clear()
+    got_plain = answer_masked(adapter, evaluation, keep, batch_size=12, max_new_tokens=6,
+                              drafts=False)  # fmt: skip
     assert sizes[:3] == [12, 6, 3]  # halved twice, then it fits
     assert max(sizes[3:]) <= 3
+    for a, b in zip(expected, got_plain, strict=True):
+        pd.testing.assert_frame_equal(a, b)
     for a, b in zip(expected, got, strict=True):
         pd.testing.assert_frame_equal(a, b)
 
@@ -211,8 +220,9 @@ def test_an_out_of_memory_error_lowers_the_ceiling_of_a_growing_run(
 
     _run_on_fake_gpu(monkeypatch, memory, fit_five_rows)
     got = answer_masked(
-        adapter, evaluation, keep, batch_size=2, max_new_tokens=4, max_batch_size=16
-    )
+        adapter, evaluation, keep, batch_size=2, max_new_tokens=4, max_batch_size=16,
+        drafts=False,  # the sizing of masked pairs alone (drafts share it: see above)
+    )  # fmt: skip
     assert sizes[:3] == [2, 16, 8]  # measured, grown to the ceiling, halved...
     assert sizes[3] == 4 and max(sizes[3:]) <= 4  # ...until it fits, and it stays below
     for a, b in zip(expected, got, strict=True):

@@ -38,6 +38,7 @@ from culture_neurons.models.hooks import KeepMasks
 log = logging.getLogger(__name__)
 
 NO_CHOICE = -1
+UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
 
 
@@ -273,38 +274,21 @@ def answer_masked(
                 prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
             by_length = sorted(window, key=lambda i: prompts[i].length)
             if drafts and keep is not None:
-                runner.drafts = _unmasked_tokens(
-                    adapter, by_length, prompts, batch_size, max_new_tokens, settings, stats
-                )
+                # Through the same runner: the drafts' batches share its sizing and OOM halving.
+                unmasked = [(item, UNMASKED) for item in by_length]
+                runner.drafts = None
+                with tqdm(disable=True) as silent:
+                    decoded = runner.run(unmasked, prompts, silent)
+                runner.drafts = dict(zip(by_length, decoded, strict=True))
             pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
-            for (item, mask), text in zip(pairs, runner.run(pairs, prompts, progress), strict=True):
+            decoded = runner.run(pairs, prompts, progress)
+            for (item, mask), text in zip(pairs, decode_texts(adapter, decoded), strict=True):
                 texts[mask][item] = text
     tables = []
     for mask_texts in texts:
         choices, correct = score(mask_texts, rows)
         tables.append(answer_table(rows, mask_texts, choices, correct))
     return tables
-
-
-def _unmasked_tokens(
-    adapter: ModelAdapter,
-    items: Sequence[int],
-    prompts: dict[int, Prompt],
-    batch_size: int,
-    max_new_tokens: int,
-    settings: GreedySettings,
-    stats: DecodeStats,
-) -> dict[int, list[int]]:
-    """Each item's unmasked greedy tokens (the drafts of its masked rows)."""
-    tokens: dict[int, list[int]] = {}
-    for start in range(0, len(items), batch_size):
-        ids = list(items[start : start + batch_size])
-        decoded = greedy_decode(
-            adapter, [prompts[i] for i in ids], max_new_tokens=max_new_tokens,
-            settings=settings, stats=stats,
-        )  # fmt: skip
-        tokens.update(zip(ids, decoded, strict=True))
-    return tokens
 
 
 class _BatchRunner:
@@ -345,8 +329,9 @@ class _BatchRunner:
 
     def run(
         self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
-    ) -> list[str]:
-        texts: list[str] = []
+    ) -> list[list[int]]:
+        """The generated tokens of every (item, mask) pair; mask `UNMASKED`: no intervention."""
+        texts: list[list[int]] = []
         start = 0
         while start < len(pairs):
             chunk = self._next_chunk(pairs, start, prompts)
@@ -366,11 +351,14 @@ class _BatchRunner:
             progress.update(len(chunk))
         return texts
 
-    def _answer(self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]) -> list[str]:
+    def _answer(
+        self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]
+    ) -> list[list[int]]:
         row_prompts = [prompts[item] for item, _ in chunk]
+        masked = self.keep is not None and chunk[0][1] != UNMASKED
         with ExitStack() as stack:
             masks = None
-            if self.keep is not None:
+            if masked:
                 index = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
                 masks = stack.enter_context(
                     apply_keep_masks(self.adapter.act_fn_modules(), self.keep, index, self.offset)
@@ -384,4 +372,4 @@ class _BatchRunner:
                 drafts=None if self.drafts is None else [self.drafts[i] for i, _ in chunk],
                 stats=self.stats,
             )
-        return decode_texts(self.adapter, tokens)
+        return tokens
