@@ -128,8 +128,8 @@ def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
     assert planned_models("--configfile", "configs/smollm2.yaml") == {"smollm2-135m-instruct"}
     # The cultures come from the local table before prepare_data has run.
     result = subprocess.run(
-        ["snakemake", "-n", "--forceall", "--cores", "1", "--configfile", "configs/smollm2.yaml",
-         "results/smollm2-135m-instruct/ablations/cas"],
+        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--configfile",
+         "configs/smollm2.yaml"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
