@@ -88,6 +88,17 @@ def test_schema_rejects_bad_config_naming_the_key(mutate, key):
     assert key in str(error.value)
 
 
+def failed_dry_run(tmp_path: Path, config: dict) -> str:
+    """The output of a dry run with ``config`` as the only config file; it must fail."""
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stdout[-2000:]
+    return result.stdout + result.stderr
+
+
 def planned_models(*args: str) -> set[str]:
     """Model names whose activation stores the dry run would build."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -158,14 +169,8 @@ def test_a_bad_gguf_entry_fails_the_dry_run_naming_the_key(tmp_path, gguf, path,
     config = copy.deepcopy(load("configs/smollm2.yaml"))
     config["models"] = {"m": {**config["models"]["smollm2-135m-instruct"], "gguf": gguf,
                               "path": path}}  # fmt: skip
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "models.m" in result.stdout + result.stderr
-    assert message in result.stdout + result.stderr
+    output = failed_dry_run(tmp_path, config)
+    assert "models.m" in output and message in output
 
 
 def test_bad_config_on_the_command_line_fails_the_dry_run():
@@ -192,13 +197,7 @@ def test_a_bad_control_reference_fails_the_dry_run_naming_the_key(tmp_path, refe
     config = copy.deepcopy(load("config.yaml"))
     entry = {"seeds": [0]} if reference is None else {"reference": reference, "seeds": [0]}
     config["selectors"]["rnd_matched"] = {"method": "rnd_matched", **entry}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
+    assert message in failed_dry_run(tmp_path, config)
 
 
 def test_snakemake_lint_is_clean():
@@ -346,12 +345,7 @@ def test_added_ratio_plans_no_select_record_or_stability_dry_run(tmp_path):
 )
 def test_bad_sweep_config_fails_the_dry_run_naming_the_key(tmp_path, change, message):
     config = {**load("config.yaml"), **change}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        ["snakemake", "-n", "--cores", "1", "--configfile", str(tmp_path / "bad.yaml")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode != 0 and re.search(message, result.stdout + result.stderr)
+    assert re.search(message, failed_dry_run(tmp_path, config))
 
 
 # --------------------------------------------------------------------- conda environments
