@@ -202,11 +202,12 @@ def greedy_decode(
         raise ValueError(f"{len(drafts)} drafts for {rows} prompts")
     # The tokens each row feeds after its prompt: all of its draft but the last token (whose
     # successor is never needed: a draft ends at end of sequence or at the token limit).
-    fed = [
-        list(d[: max(0, min(len(d), max_new_tokens) - 1)]) if drafts is not None else []
-        for d in (drafts if drafts is not None else [()] * rows)
-    ]
     checked = [min(len(d), max_new_tokens) for d in drafts] if drafts is not None else [0] * rows
+    fed = (
+        [list(d[: max(0, n - 1)]) for d, n in zip(drafts, checked, strict=True)]
+        if drafts is not None
+        else [[] for _ in range(rows)]
+    )
     lengths = [p.length + len(f) for p, f in zip(prompts, fed, strict=True)]
     width = max(lengths)
     hidden = prompts[0].embeds.shape[-1]

@@ -331,13 +331,13 @@ class _BatchRunner:
         self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
     ) -> list[list[int]]:
         """The generated tokens of every (item, mask) pair; mask `UNMASKED`: no intervention."""
-        texts: list[list[int]] = []
+        tokens: list[list[int]] = []
         start = 0
         while start < len(pairs):
             chunk = self._next_chunk(pairs, start, prompts)
             self.sizer.begin()
             try:
-                texts += self._answer(chunk, prompts)
+                tokens += self._answer(chunk, prompts)
             except OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -349,7 +349,7 @@ class _BatchRunner:
             self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
             start += len(chunk)
             progress.update(len(chunk))
-        return texts
+        return tokens
 
     def _answer(
         self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]
