@@ -170,9 +170,6 @@ class ActivationStore:
         self.group["chunk_done"][chunk] = True
 
     # ------------------------------------------------------------------------------ integrity
-    def _stored_digests(self) -> list[str]:
-        return [str(d) for d in self.group["chunk_digest"][:]]
-
     def _read_part(self, chunk: int, part: str) -> tuple[np.ndarray, ...]:
         rows, group = self.chunk_slice(chunk), self.group
         if part == "neurons":
@@ -188,7 +185,7 @@ class ActivationStore:
         ``data``: the part as the caller already read it (so a reader hashes what it uses)."""
         try:
             data = self._read_part(chunk, part) if data is None else data
-            stored = json.loads(self._stored_digests()[chunk] or "{}")
+            stored = json.loads(str(self.group["chunk_digest"][chunk]) or "{}")
         except Exception as err:  # zarr and its codecs raise many types for damaged files
             return f"cannot be read ({type(err).__name__}: {err})"
         if part not in stored:
@@ -223,9 +220,9 @@ class ActivationStore:
             f"baseline_and_record for model {self.group.attrs.get('model')!r}"
         )
 
-    def check_parts(self, parts: tuple[str, ...], chunks: list[int] | None = None) -> None:
-        """Refuse the store at the first finished chunk whose ``parts`` fail their checksum."""
-        for chunk in range(self.n_chunks) if chunks is None else chunks:
+    def check_parts(self, parts: tuple[str, ...]) -> None:
+        """Refuse the store at the first chunk whose ``parts`` fail their checksum."""
+        for chunk in range(self.n_chunks):
             for part in parts:
                 problem = self.chunk_problem(chunk, part)
                 if problem:
