@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import shlex
@@ -326,7 +327,13 @@ def cultures():
     items = Path(f"{data_dir()}/items.parquet")
     if items.exists():
         return sorted(pd.read_parquet(items, columns=["culture"])["culture"].unique())
-    return planned_cultures(config["dataset"])
+    return list(planned_dataset_cultures())
+
+
+@functools.cache
+def planned_dataset_cultures():
+    """Read once per invocation: every selector's sources ask, and a text table is read whole."""
+    return tuple(planned_cultures(config["dataset"]))
 
 
 def sources_of(selector):
