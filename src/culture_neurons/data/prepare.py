@@ -152,22 +152,29 @@ def _read_labels_file(path: str) -> dict[str, int]:
 
 def _rows(config: DatasetConfig, files: str) -> tuple[Iterator[RawRow], int, str]:
     """An iterator over the source rows, its length (for progress) and a source description."""
-    if config.source == "local":
-        if not config.local_dir:
-            raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
+    if _checked_source(config) == "local":
         shards = local_shards(config.local_dir, files)
         return (
             iter_local_rows(shards),
             count_local_rows(shards),
             f"{len(shards)} shard(s) of {config.local_dir}/{files}",
         )
-    if config.source == "hub":
+    dataset = load_hub_dataset(config.hub_id, config.revision)
+    reference = hub_reference(config.hub_id, config.revision)
+    return iter_hub_rows(dataset, reference), len(dataset), reference
+
+
+def _checked_source(config: DatasetConfig) -> str:
+    """``dataset.source`` ('local' or 'hub'), once the key that source needs is set."""
+    if config.source == "local":
+        if not config.local_dir:
+            raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
+    elif config.source == "hub":
         if not config.hub_id:
             raise SourceError("dataset.source is 'hub' but dataset.hub_id is not set")
-        dataset = load_hub_dataset(config.hub_id, config.revision)
-        reference = hub_reference(config.hub_id, config.revision)
-        return iter_hub_rows(dataset, reference), len(dataset), reference
-    raise SourceError(f"dataset.source must be 'local' or 'hub', not {config.source!r}")
+    else:
+        raise SourceError(f"dataset.source must be 'local' or 'hub', not {config.source!r}")
+    return config.source
 
 
 def _validate_rows(
@@ -233,15 +240,9 @@ def _validate_rows(
 
 
 def _text_table(config: DatasetConfig) -> tuple[pd.DataFrame, str]:
-    if config.source == "local":
-        if not config.local_dir:
-            raise SourceError("dataset.source is 'local' but dataset.local_dir is not set")
+    if _checked_source(config) == "local":
         return read_local_table(config.local_dir, config.files)
-    if config.source == "hub":
-        if not config.hub_id:
-            raise SourceError("dataset.source is 'hub' but dataset.hub_id is not set")
-        return read_hub_table(config.hub_id, config.revision, config.hub_config, config.hub_split)
-    raise SourceError(f"dataset.source must be 'local' or 'hub', not {config.source!r}")
+    return read_hub_table(config.hub_id, config.revision, config.hub_config, config.hub_split)
 
 
 def _text_culture(
