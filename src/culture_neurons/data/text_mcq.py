@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from culture_neurons.data.cvqa import SourceError, parse_options
+from culture_neurons.data.cvqa import SourceError, load_dataset_offline_aware, parse_options
 
 LABEL_FORMATS = ("index", "letter", "text")
 LETTERS = "ABCD"
@@ -167,8 +167,6 @@ def read_hub_table(
     hub_id: str, revision: str | None, config_name: str | None, split: str
 ) -> tuple[pd.DataFrame, str]:
     """``datasets.load_dataset(hub_id, config_name, revision=..., split=...)`` as a table."""
-    from culture_neurons.data.cvqa import load_dataset_offline_aware
-
     dataset = load_dataset_offline_aware(hub_id, config_name, revision, split)
     source = f"hf://{hub_id}@{revision or 'main'}" + (f"/{config_name}" if config_name else "")
     return dataset.to_pandas(), f"{source}:{split}"
