@@ -35,7 +35,15 @@ SPEC = ROOT / "resources" / "demo" / "cultures.yaml"
 GROUPS = ROOT / "resources" / "demo" / "culture_groups.tsv"
 TEST_FILE = "data/test-00000-of-00001.parquet"
 TRAIN_FILE = "data/train-00000-of-00001.parquet"
-SMALL = {"test_items_per_pair": 8, "train_items_per_pair": 8, "image_size": 112}
+CONTROL_FILE = "data/control-00000-of-00001.parquet"
+SMALL = {
+    "test_items_per_pair": 8,
+    "train_items_per_pair": 8,
+    "image_size": 112,
+    "control_test_items_per_pair": 4,
+    "control_train_items_per_pair": 6,
+}
+CONTROL_CATEGORY = "Control: shapes"
 
 # The CVQA fixture's schema, written independently of the generator: a change to the generator's
 # schema fails a test.
@@ -55,10 +63,29 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rows(demo_dir) -> dict[str, list[dict]]:
+def files(demo_dir) -> dict[str, list[dict]]:
     return {
-        portion: pq.read_table(demo_dir / f).to_pylist()
-        for portion, f in (("test", TEST_FILE), ("train", TRAIN_FILE))
+        name: pq.read_table(demo_dir / f).to_pylist()
+        for name, f in (("test", TEST_FILE), ("train", TRAIN_FILE), ("control", CONTROL_FILE))
+    }
+
+
+@pytest.fixture(scope="module")
+def rows(files) -> dict[str, list[dict]]:
+    """The cultural rows of the test and train portions."""
+    return {
+        portion: [r for r in files[portion] if r["Category"] != CONTROL_CATEGORY]
+        for portion in ("test", "train")
+    }
+
+
+@pytest.fixture(scope="module")
+def control_rows(files) -> dict[str, list[dict]]:
+    """The control task's rows: its own file (split like the test portion) and the train
+    portion's control rows."""
+    return {
+        "test": files["control"],
+        "train": [r for r in files["train"] if r["Category"] == CONTROL_CATEGORY],
     }
 
 
@@ -127,7 +154,7 @@ def _read_shape(pixels: np.ndarray, templates: list[tuple[str, np.ndarray]]) -> 
 
 def test_same_seed_gives_identical_bytes(demo_dir, tmp_path):
     generate_demo_dataset(SPEC, tmp_path, seed=1234, **SMALL)
-    for name in (TEST_FILE, TRAIN_FILE, "generation.json", "README.md"):
+    for name in (TEST_FILE, TRAIN_FILE, CONTROL_FILE, "generation.json", "README.md"):
         assert (tmp_path / name).read_bytes() == (demo_dir / name).read_bytes(), name
 
 
@@ -191,10 +218,16 @@ def test_constant_columns_say_synthetic(rows):
         assert row["Category"] == "Objects / materials / clothing"
 
 
-def test_summary_and_readme(demo_dir, rows, pair_culture):
+def test_control_rows_say_synthetic_and_control(control_rows):
+    for row in itertools.chain(*control_rows.values()):
+        assert row["Image Type"] == "Synthetic" and row["License"] == "CC0-1.0"
+        assert row["Category"] == CONTROL_CATEGORY
+
+
+def test_summary_and_readme(demo_dir, files, rows, pair_culture):
     summary = json.loads((demo_dir / "generation.json").read_text(encoding="utf-8"))
     assert summary["synthetic"] is True and summary["seed"] == 1234
-    assert summary["counts"] == {p: len(r) for p, r in rows.items()}
+    assert summary["counts"] == {name: len(r) for name, r in files.items()}
     per_pair = Counter(r["Subset"] for r in rows["test"])
     assert {p["subset"]: p["test"] for p in summary["pairs"]} == dict(per_pair)
     assert len(summary["pairs"]) == len(pair_culture) == 9
@@ -202,6 +235,41 @@ def test_summary_and_readme(demo_dir, rows, pair_culture):
 
 
 # ------------------------------------------------------------------ items
+
+
+def test_control_items_ask_for_the_drawn_shape_in_shared_words(
+    control_rows, raw_spec, pair_culture, shape_templates, demo_dir
+):
+    shapes = set(raw_spec["objects"])
+    counts = {"test": SMALL["control_test_items_per_pair"], "train": 0}
+    for portion, portion_rows in control_rows.items():
+        assert portion_rows, portion
+        for row in portion_rows:
+            assert row["ID"].startswith(f"demo-control-{portion}-")
+            assert len(set(row["Options"])) == 4 and set(row["Options"]) <= shapes
+            # Read back from the pixels: the label names the shape drawn.
+            assert row["Options"][row["Label"]] == _read_shape(_decode(row), shape_templates)
+            assert "shape" in row["Translated Question"].lower()
+        per_culture = Counter(_culture_of(r, pair_culture) for r in portion_rows)
+        assert len(per_culture) == len(raw_spec["cultures"])
+        if counts[portion]:
+            assert set(per_culture.values()) == {counts[portion]}
+    summary = json.loads((demo_dir / "generation.json").read_text(encoding="utf-8"))
+    assert summary["counts"]["control"] == len(control_rows["test"])
+    assert sum(p["control_train"] for p in summary["pairs"]) == len(control_rows["train"])
+
+
+def test_control_rows_leave_the_cultural_rows_unchanged(rows, tmp_path):
+    # Their own random streams: other control counts give the same cultural items.
+    generate_demo_dataset(SPEC, tmp_path, seed=1234, **{**SMALL, "control_test_items_per_pair": 2})
+    again = [r for r in pq.read_table(tmp_path / TRAIN_FILE).to_pylist()]
+    assert [r for r in again if r["Category"] != CONTROL_CATEGORY] == rows["train"]
+    assert pq.read_table(tmp_path / TEST_FILE).to_pylist() == rows["test"]
+
+
+def test_control_ids_are_disjoint_from_cultural_ids(files):
+    ids = [r["ID"] for name in files for r in files[name]]
+    assert len(set(ids)) == len(ids)
 
 
 def test_ids_unique_and_train_test_disjoint(rows):
@@ -253,7 +321,8 @@ def test_balance_at_default_like_sizes(tmp_path):
     summary = generate_demo_dataset(
         SPEC, tmp_path, seed=7, test_items_per_pair=32, train_items_per_pair=16, image_size=56
     )
-    for portion, n in (("test", 32), ("train", 16)):
+    # The control rows at their default counts: 32 test and 80 train per culture.
+    for portion, n in (("test", 32), ("train", 16), ("control-test", 32), ("control-train", 80)):
         for code, counts in summary["object_counts"][portion].items():
             assert set(counts.values()) == {n // 8}, (portion, code)
         assert set(summary["label_counts"][portion]) == {n * 8 // 4}

@@ -6,6 +6,7 @@ sizes, so it checks the wiring end to end; about a minute on 2 cores.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -46,7 +47,10 @@ def finished_run(tmp_path_factory) -> Path:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, work / name)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["dataset"]["demo"].update(test_items_per_pair=16, train_items_per_pair=16, image_size=56)
+    config["dataset"]["demo"].update(
+        test_items_per_pair=16, train_items_per_pair=16, image_size=56,
+        control_test_items_per_pair=8, control_train_items_per_pair=8,
+    )  # fmt: skip
     config["models"][MODEL]["batch_size"] = 64
     config["models"][MODEL]["demo_training"] = {
         "seed": 0, "steps": 40, "batch_size": 16, "hidden_size": 32, "layers": 2,
@@ -62,7 +66,7 @@ def finished_run(tmp_path_factory) -> Path:
     config["only_correct"] = False
     config["selectors"] = {
         "rnd": {"seeds": [0]}, "lap": {"alpha": 95}, "cas": {},
-        "rnd_matched": {"reference": "cas", "seeds": [0]},
+        "rnd_matched": {"reference": "cas", "seeds": [0]}, "attr": {}, "attr_general": {},
     }  # fmt: skip
     config["stability"] = {"resamples": 4, "null_resamples": 2}
     config["generation"] = {"max_new_tokens": 3}
@@ -105,11 +109,33 @@ def test_whole_dag_produces_every_artifact(finished_run):
     assert set(stability["selector"]) == {"lap", "cas"}
     assert set(stability["kind"]) == {"bootstrap", "permuted"}
     correlation = pd.read_csv(work / f"results/{MODEL}/overlap/correlation.csv")
-    assert set(correlation["selector"]) == {"lap", "cas", "rnd_matched-s0"}
+    assert set(correlation["selector"]) == {"lap", "cas", "rnd_matched-s0", "attr"}
     assert "Sources with sig. Gap" in table2 and "RND-LM" in table2
     significance = pd.read_csv(work / "results/summary/table2_significance.csv")
-    assert set(significance["selector"]) == {"lap", "cas", "rnd_matched-s0"}
+    assert set(significance["selector"]) == {"lap", "cas", "rnd_matched-s0", "attr"}
     assert planned(work, "config.yaml") == {}
+
+
+def test_attribution_selectors_and_the_control_task_run_through_the_dag(finished_run):
+    work = finished_run
+    report = json.loads((work / f"results/{MODEL}/attribution.json").read_text())
+    control = pd.read_parquet(work / "results/data/demo/control/items.parquet")
+    assert report["items"]["control"] == (control["split"] == "identification").sum() == 32
+    assert report["control_task"] == "scored" and report["exclusion_task"] == "none configured"
+    masks = json.loads((work / f"results/{MODEL}/masks/attr.json").read_text())
+    assert masks["control_subtraction"] == "applied" and masks["scores"] == "attribution"
+    general = zarr.open_group(work / f"results/{MODEL}/masks/attr_general.zarr")
+    assert general["selected"].shape[0] == 1  # one mask for every culture
+    effect = pd.read_parquet(work / f"results/{MODEL}/control_effect.parquet")
+    assert set(effect["selector"]) == {"rnd-s0", "attr_general"}
+    assert set(effect["task"]) == {"cultural", "control", "cultural - control"}
+    rows = effect[effect["task"] == "control"]
+    assert set(rows["n_items"]) == {(control["split"] == "evaluation").sum()}
+    table2 = (work / "results/summary/table2.md").read_text()
+    assert "| ATTR | ATTR-GEN |" in table2
+    overlap = pd.read_parquet(work / f"results/{MODEL}/overlap/selectors.parquet")
+    pair = overlap[(overlap["selector_a"] == "attr") & (overlap["selector_b"] == "cas")]
+    assert len(pair) == 8 and pair["jaccard"].between(0, 1).all()
 
 
 def test_sweeps_and_interventions_write_every_condition(finished_run):
@@ -184,12 +210,13 @@ def test_added_model_plans_only_its_branch(finished_run):
     }  # fmt: skip
     (work / "model.yaml").write_text(yaml.safe_dump(config))
     counts = planned(work, "model.yaml")
-    # Its own training, recording, 4 selectors x (select, ablate, matrices, figures), its
-    # stability and overlap; the shared baseline figure and summary follow. Nothing of the
-    # existing model reruns.
+    # Its own training, recording and attribution pass, 6 selectors x (select, ablate,
+    # matrices, figures), its stability, overlap and control effect; the shared baseline
+    # figure and summary follow. Nothing of the existing model reruns.
     assert counts == {
-        "train_demo_model": 1, "baseline_and_record": 1, "select": 4, "ablate": 4,
-        "matrices": 4, "figures": 4, "stability": 1, "overlap": 1, "baseline_figure": 1,
-        "ablate_intervention": 2, "intervention_matrices": 2, "intervention_figures": 2,
-        "dose_response": 1, "summary": 1, "all": 1,
+        "train_demo_model": 1, "baseline_and_record": 1, "attribute": 1, "select": 6,
+        "ablate": 6, "matrices": 6, "figures": 6, "stability": 1, "overlap": 1,
+        "control_effect": 1, "baseline_figure": 1, "ablate_intervention": 2,
+        "intervention_matrices": 2, "intervention_figures": 2, "dose_response": 1,
+        "summary": 1, "all": 1,
     }  # fmt: skip

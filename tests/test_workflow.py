@@ -120,6 +120,41 @@ def test_demo_dry_run_plans_the_demo():
     assert planned_models() == set(load("config.yaml")["models"])
 
 
+def test_demo_plans_the_attribution_pass_and_the_control_task_once():
+    counts = dry_run()
+    assert counts["attribute"] == counts["prepare_task"] == counts["control_effect"] == 1
+    selectors = load("config.yaml")["selectors"]
+    assert {"attr", "attr_general"} <= set(selectors)
+
+
+def _demo_variant(tmp_path: Path, change) -> list[str]:
+    config = load("config.yaml")
+    change(config)
+    (tmp_path / "variant.yaml").write_text(yaml.safe_dump(config))
+    return ["--configfile", str(tmp_path / "variant.yaml")]
+
+
+def test_without_a_control_task_attribution_runs_without_it(tmp_path):
+    args = _demo_variant(tmp_path, lambda c: c["attribution"].update(control_files=None))
+    counts = dry_run(*args)
+    assert counts["attribute"] == 1
+    assert "prepare_task" not in counts and "control_effect" not in counts
+
+
+def test_without_attribution_selectors_no_attribution_pass(tmp_path):
+    def drop(config):
+        del config["selectors"]["attr"], config["selectors"]["attr_general"]
+
+    counts = dry_run(*_demo_variant(tmp_path, drop))
+    assert "attribute" not in counts
+    assert counts["control_effect"] == 1  # the control task still measures RND's masks
+
+
+def test_task_files_on_a_hub_dataset_fail_the_dry_run_naming_the_key(tmp_path):
+    config = {**load("configs/paper.yaml"), "attribution": {"control_files": "control/*.parquet"}}
+    assert "attribution.control_files" in failed_dry_run(tmp_path, config)
+
+
 def test_paper_dry_run_plans_only_the_paper():
     counts = dry_run("--configfile", "configs/paper.yaml")
     # Nothing of the demo may leak in through Snakemake's recursive config merge.
@@ -264,15 +299,15 @@ def test_added_model_plans_only_its_branch_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
     counts = {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE)}
-    n_selectors = 10  # rnd (3 seeds), rnd_matched (3 seeds), lap, lape, mad, cas
+    n_selectors = 12  # rnd (3 seeds), rnd_matched (3 seeds), lap, lape, mad, cas, attr(_general)
     n_scaled = 2  # cas x2 and x4
     assert counts == {
         "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
         "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
         "ablate_intervention": n_scaled, "intervention_matrices": n_scaled,
-        "intervention_figures": n_scaled, "dose_response": 1,
-        "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1, "all": 1,
-        "total": 4 * n_selectors + 3 * n_scaled + 8,
+        "intervention_figures": n_scaled, "dose_response": 1, "attribute": 1,
+        "control_effect": 1, "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1,
+        "all": 1, "total": 4 * n_selectors + 3 * n_scaled + 10,
     }  # fmt: skip
     # Every planned model job is the new model's; nothing of the finished one reruns.
     outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
@@ -326,8 +361,9 @@ def test_added_ratio_plans_no_select_record_or_stability_dry_run(tmp_path):
     # The masks come from one stored ranking: nothing is selected or recorded again. Each
     # ablate job serves all ratios of its selector with one model load, so it reruns whole.
     assert not {"select", "baseline_and_record", "stability", "train_demo_model"} & set(counts)
-    assert counts["ablate"] == 10 and counts["ablate_intervention"] == 2
-    assert counts["matrices"] == 10 and counts["intervention_matrices"] == 2
+    assert counts["ablate"] == 12 and counts["ablate_intervention"] == 2
+    assert counts["matrices"] == 12 and counts["intervention_matrices"] == 2
+    assert "attribute" not in counts and counts["control_effect"] == 1
     assert counts["dose_response"] == 1 and counts["summary"] == 1
 
 
@@ -442,9 +478,9 @@ def env_requirements(path: Path) -> dict[str, str]:
 def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
-        "make_demo_data", "prepare_data", "prepare_checkpoint", "train_demo_model",
-        "baseline_and_record", "select",
-        "ablate", "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
+        "make_demo_data", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo_model",
+        "baseline_and_record", "attribute", "select", "ablate", "control_effect",
+        "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
         "dose_response",
     }  # fmt: skip
     for name, (env, command) in rules.items():
@@ -453,8 +489,8 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         assert Path(env).parent == ROOT / "envs", name
     kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
     assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["train_demo_model"] == "model"
-    assert kinds["prepare_checkpoint"] == "model"
-    assert kinds["prepare_data"] == kinds["make_demo_data"] == "data"
+    assert kinds["prepare_checkpoint"] == kinds["attribute"] == kinds["control_effect"] == "model"
+    assert kinds["prepare_data"] == kinds["make_demo_data"] == kinds["prepare_task"] == "data"
 
 
 @pytest.mark.parametrize("kind", ["data", "model", "analysis"])

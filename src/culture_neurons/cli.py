@@ -71,6 +71,8 @@ def _add_make_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-items-per-pair", type=int, default=64)
     p.add_argument("--train-items-per-pair", type=int, default=320)
     p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--control-test-items-per-pair", type=int, default=32)
+    p.add_argument("--control-train-items-per-pair", type=int, default=80)
     p.set_defaults(stage="culture_neurons.demo.generate:make_demo_stage")
 
 
@@ -190,6 +192,41 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.ablation.stage:ablate_stage")
 
 
+def _add_attribute(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attribute", help="gradient x activation attribution scores (identification split)"
+    )
+    p.add_argument("--items", required=True, help="results/data/{dataset}/items.parquet")
+    p.add_argument("--data-report", required=True, help="its report.json (for the fingerprint)")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
+    p.add_argument("--control-items", type=_none_if_empty, help="the control task's items.parquet")
+    p.add_argument("--exclusion-items", type=_none_if_empty, help="the exclusion task's items")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--chunk-items", type=int, default=32, help="items per store chunk")
+    p.add_argument("--store", required=True, help="results/{model}/attribution.zarr")
+    p.add_argument("--report", required=True, help="results/{model}/attribution.json")
+    p.set_defaults(stage="culture_neurons.record.attribution_stage:attribute_stage")
+
+
+def _add_control_effect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "control-effect", help="cultural vs control accuracy change of culture-independent masks"
+    )
+    p.add_argument("--control-items", required=True, help="the control task's items.parquet")
+    p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
+    p.add_argument("--masks", nargs="+", required=True, help="SELECTOR=masks.zarr ...")
+    p.add_argument("--ablations", nargs="+", required=True, help="SELECTOR=ablation table ...")
+    p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
+    _add_batch_size_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="results/{model}/control_effect.parquet")
+    p.add_argument("--report", required=True, help="results/{model}/control_effect.md")
+    p.set_defaults(stage="culture_neurons.ablation.control_effect:control_effect_stage")
+
+
 def _add_stability(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stability", help="re-select on bootstrap resamples and permuted labels")
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
@@ -286,9 +323,9 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
-    "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "select", "ablate",
-    "matrices", "figures", "baseline_figure", "summary", "dose_response", "stability", "overlap",
-    "bench",
+    "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "attribute",
+    "select", "ablate", "control_effect", "matrices", "figures", "baseline_figure", "summary",
+    "dose_response", "stability", "overlap", "bench",
 ]  # fmt: skip
 
 

@@ -38,3 +38,39 @@ use rule ablate as ablate_intervention with:
         sweeps=sweep_outputs("results/{model}/interventions/{intervention}"),
     log:
         "logs/ablate/{model}/{intervention}/{selector}.log",
+
+
+rule control_effect:
+    input:
+        unpack(get_control_effect_input),
+    output:
+        table="results/{model}/control_effect.parquet",
+        report=report(
+            "results/{model}/control_effect.md",
+            caption="../report/control_effect.rst",
+            category="Attribution selectors",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/control_effect/{model}.log",
+    conda:
+        "../../envs/model.yaml"
+    threads: 2
+    resources:
+        gpu=get_gpus,
+        mem_mb=get_mem_mb,
+        batch_size=get_batch_size,
+        max_batch_size=get_max_batch_size,
+    params:
+        model=get_model_json,
+        args=get_control_effect_args,
+        max_new_tokens=get_max_new_tokens(),
+        n_boot=get_bootstrap("n"),
+        seed=get_bootstrap("seed"),
+    shell:
+        "culture-neurons --threads {threads} control-effect"
+        " --control-items {input.control_items} --model {params.model} {params.args}"
+        " --baseline {input.baseline} --batch-size {resources.batch_size}"
+        " --max-batch-size {resources.max_batch_size}"
+        " --max-new-tokens {params.max_new_tokens} --n-boot {params.n_boot}"
+        " --seed {params.seed} --out {output.table} --report {output.report} > {log} 2>&1"

@@ -15,6 +15,7 @@ from culture_neurons.ablation.conditions import (
     ratio_label,
 )
 from culture_neurons.data.prepare import planned_cultures
+from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
 from culture_neurons.selection.selectors import has_ranking, is_culture_independent
@@ -53,6 +54,7 @@ def get_demo_shards():
     return [
         f"{root}/data/test-00000-of-00001.parquet",
         f"{root}/data/train-00000-of-00001.parquet",
+        f"{root}/data/control-00000-of-00001.parquet",
     ]
 
 
@@ -61,15 +63,14 @@ def dataset_kind():
 
 
 def get_prepare_data_input(wildcards):
+    files = config["dataset"].get("files", "data/test-*.parquet")
+    if "task" in wildcards.keys():
+        files = extra_tasks()[wildcards.task]
     if is_demo_dataset():
         inputs = get_demo_shards()
     elif config["dataset"]["source"] == "local":
-        dataset = config["dataset"]
         inputs = sorted(
-            str(p)
-            for p in Path(dataset["local_dir"]).glob(
-                dataset.get("files", "data/test-*.parquet")
-            )
+            str(p) for p in Path(config["dataset"]["local_dir"]).glob(files)
         )
     else:
         inputs = []
@@ -80,7 +81,11 @@ def get_prepare_data_input(wildcards):
 
 def get_prepare_data_args(wildcards):
     """The dataset section as CLI flags: every value that shapes items.parquet."""
-    dataset = config["dataset"]
+    return prepare_data_flags()
+
+
+def prepare_data_flags(**overrides):
+    dataset = {**config["dataset"], **overrides}
     flags = {
         "name": dataset["name"],
         "kind": dataset_kind(),
@@ -110,7 +115,9 @@ def get_demo_args(wildcards):
         f"--spec {demo['spec']} --seed {demo.get('seed', 1234)} "
         f"--test-items-per-pair {demo.get('test_items_per_pair', 64)} "
         f"--train-items-per-pair {demo.get('train_items_per_pair', 320)} "
-        f"--image-size {demo.get('image_size', 112)}"
+        f"--image-size {demo.get('image_size', 112)} "
+        f"--control-test-items-per-pair {demo.get('control_test_items_per_pair', 32)} "
+        f"--control-train-items-per-pair {demo.get('control_train_items_per_pair', 80)}"
     )
 
 
@@ -304,7 +311,10 @@ def check_controls():
 
 
 def get_select_input(wildcards):
-    inputs = {"store": f"results/{wildcards.model}/activations.zarr"}
+    store = (
+        "attribution" if is_attribution_selector(wildcards.selector) else "activations"
+    )
+    inputs = {"store": f"results/{wildcards.model}/{store}.zarr"}
     reference = control_reference(wildcards.selector)
     if reference:
         inputs["reference"] = f"results/{wildcards.model}/masks/{reference}.zarr"
@@ -430,6 +440,11 @@ def get_final_targets():
                         f"{figures_dir(name, intervention)}/{selector}_{figure}{ext}"
                         for ext in (".png", ".pdf")
                     ]
+    for name in model_names():
+        if attribution_selectors():
+            targets.append(f"results/{name}/attribution.json")
+        if control_effect_selectors():
+            targets.append(f"results/{name}/control_effect.md")
     targets += [f"results/figures/baseline_accuracy{ext}" for ext in (".png", ".pdf")]
     targets += [f"results/summary/table2_sweep{ext}" for ext in (".csv", ".md")]
     targets += [f"results/summary/table2{ext}" for ext in (".csv", ".md", ".tex")]
@@ -449,13 +464,110 @@ def get_stability(key):
 
 
 def data_driven_selectors():
-    """Instances selected from the statistics: not culture-independent (RND), not controls."""
+    """Instances selected from the firing statistics: not culture-independent (RND), not
+    controls, not attribution selectors (they score the attribution store)."""
     return {
         name: params
         for name, params in selector_instances().items()
         if params["method"] not in CONTROL_METHODS
+        and not is_attribution(params["method"])
         and not is_culture_independent(params["method"])
     }
+
+
+# -- attribution selectors and the control task ------------------------------------------------
+
+
+def is_attribution_selector(selector):
+    return is_attribution(selector_instances()[selector]["method"])
+
+
+def attribution_selectors():
+    return [s for s in selector_instances() if is_attribution_selector(s)]
+
+
+def attribution_setting(key):
+    defaults = {
+        "control_files": None,
+        "exclusion_files": None,
+        "batch_size": 4,
+        "chunk_items": 32,
+    }
+    return (config.get("attribution") or {}).get(key, defaults[key])
+
+
+def extra_tasks():
+    """The configured extra tasks (control, exclusion) -> their files under dataset.local_dir."""
+    tasks = {
+        task: attribution_setting(f"{task}_files")
+        for task in ("control", "exclusion")
+        if attribution_setting(f"{task}_files")
+    }
+    if tasks and config["dataset"]["source"] != "local":
+        raise ValueError(
+            f"attribution.{next(iter(tasks))}_files: task files are read from "
+            "dataset.local_dir, so they need dataset.source: local"
+        )
+    return tasks
+
+
+def task_items(task):
+    return f"{data_dir()}/{task}/items.parquet"
+
+
+def get_prepare_task_args(wildcards):
+    """prepare-data on the task's files, with the dataset's other settings (no train portion)."""
+    return prepare_data_flags(files=extra_tasks()[wildcards.task], train_files=None)
+
+
+def get_attribute_input(wildcards):
+    inputs = {
+        "item_table": f"{data_dir()}/items.parquet",
+        "data_report": f"{data_dir()}/report.json",
+        "model": get_model_input(wildcards),
+    }
+    inputs.update({task: task_items(task) for task in extra_tasks()})
+    return inputs
+
+
+def get_attribute_task_args(wildcards, input):
+    return " ".join(
+        f"--{task}-items {input[task]}"
+        for task in ("control", "exclusion")
+        if task in input.keys()
+    )
+
+
+def control_effect_selectors():
+    """Culture-independent selectors whose masks the control task measures (when configured)."""
+    if "control" not in extra_tasks():
+        return []
+    return [
+        s
+        for s in selector_instances()
+        if is_culture_independent(selector_instances()[s]["method"])
+    ]
+
+
+def get_control_effect_input(wildcards):
+    selectors = control_effect_selectors()
+    return {
+        "control_items": task_items("control"),
+        "baseline": f"results/{wildcards.model}/baseline/evaluation.parquet",
+        "masks": [f"results/{wildcards.model}/masks/{s}.zarr" for s in selectors],
+        "ablations": [f"results/{wildcards.model}/ablations/{s}" for s in selectors],
+        "model": get_model_input(wildcards),
+    }
+
+
+def get_control_effect_args(wildcards, input):
+    selectors = control_effect_selectors()
+    masks = " ".join(f"{s}={path}" for s, path in zip(selectors, input.masks))
+    tables = " ".join(
+        f"{s}={path}/{ALL_CULTURES}.parquet"
+        for s, path in zip(selectors, input.ablations)
+    )
+    return f"--masks {masks} --ablations {tables}"
 
 
 def get_stability_selectors_json(wildcards):

@@ -29,3 +29,30 @@ rule baseline_and_record:
         " --chunk-items {params.chunk_items}"
         " --max-new-tokens {params.max_new_tokens}"
         " --store {output.store} --baseline-dir {params.baseline_dir} > {log} 2>&1"
+
+
+rule attribute:
+    input:
+        unpack(get_attribute_input),
+    output:
+        store=directory("results/{model}/attribution.zarr"),
+        report="results/{model}/attribution.json",
+    log:
+        "logs/attribute/{model}.log",
+    conda:
+        "../../envs/model.yaml"
+    threads: 2
+    resources:
+        gpu=get_gpus,
+        mem_mb=get_mem_mb,
+    params:
+        model=get_model_json,
+        tasks=get_attribute_task_args,
+        batch_size=attribution_setting("batch_size"),
+        chunk_items=attribution_setting("chunk_items"),
+    shell:
+        "culture-neurons --threads {threads} attribute --items {input.item_table}"
+        " --data-report {input.data_report} --model-name {wildcards.model}"
+        " --model {params.model} {params.tasks} --batch-size {params.batch_size}"
+        " --chunk-items {params.chunk_items} --store {output.store}"
+        " --report {output.report} > {log} 2>&1"

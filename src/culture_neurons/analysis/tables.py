@@ -41,7 +41,7 @@ __all__ = [
     "write_table2",
 ]
 
-SELECTOR_ORDER = ["RND", "RND-LM", "LAP", "LAPE", "MAD", "CAS"]
+SELECTOR_ORDER = ["RND", "RND-LM", "LAP", "LAPE", "MAD", "CAS", "ATTR", "ATTR-GEN"]
 _DISPLAY = {
     "rnd": "RND",
     "rnd_matched": "RND-LM",
@@ -50,6 +50,8 @@ _DISPLAY = {
     "mad": "MAD",
     "cas": "CAS",
     "conact": "CAS",
+    "attr": "ATTR",
+    "attr_general": "ATTR-GEN",
 }
 # Summary metric -> Table 2 metric label.
 METRICS = {"delta": "Acc. Δ", "flip_rate": "Flip Rate"}

@@ -51,7 +51,7 @@ TEMPLATE_WORDS = "you are a helpful assistant . system user assistant"
 
 DEFAULT_TRAINING = {
     "seed": 0,
-    "steps": 600,
+    "steps": 750,
     "batch_size": 32,
     "learning_rate": 3e-3,
     "hidden_size": 128,

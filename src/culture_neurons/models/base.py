@@ -219,10 +219,16 @@ class ModelAdapter:
             tokenize=False,
         )
 
-    def build_batch(self, items: Sequence[Item]) -> BatchFeature:
-        """Prompts and images of `items`, left-padded, on the model's input device and dtype."""
+    def build_batch(
+        self, items: Sequence[Item], *, replies: Sequence[str] | None = None
+    ) -> BatchFeature:
+        """Prompts and images of `items`, left-padded, on the model's input device and dtype.
+        ``replies`` (one per item) are appended after the opened assistant turn: a
+        teacher-forced batch (see `build_teacher_forced_batch`)."""
         if not items:
             raise ValueError("build_batch needs at least one item")
+        if replies is not None and len(replies) != len(items):
+            raise ValueError(f"{len(replies)} replies for {len(items)} items")
         has_image = [item.get("image") is not None for item in items]
         with_image = self.takes_images and has_image[0]
         if self.takes_images and len(set(has_image)) > 1:
@@ -231,13 +237,39 @@ class ModelAdapter:
             self.render_prompt(item["question"], item["options"], with_image=with_image)
             for item in items
         ]
+        if replies is not None:
+            texts = [text + reply for text, reply in zip(texts, replies, strict=True)]
         call: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-        bos = self.tokenizer.bos_token
-        if bos and all(text.startswith(bos) for text in texts):
+        if self._template_writes_bos(texts):
             call["add_special_tokens"] = False  # the template wrote BOS already; avoid a second
         if with_image:
             call["images"] = [item["image"].convert("RGB") for item in items]
         return self.to_model(self.processor(**call))
+
+    def _template_writes_bos(self, texts: Sequence[str]) -> bool:
+        bos = self.tokenizer.bos_token
+        return bool(bos) and all(text.startswith(bos) for text in texts)
+
+    def build_teacher_forced_batch(
+        self, items: Sequence[Item], replies: Sequence[str]
+    ) -> tuple[BatchFeature, torch.Tensor]:
+        """The batch of prompt + reply (left-padded, so every reply ends its row) and each
+        reply's token count ``[B]``: the tokens of the whole text minus those of the prompt
+        alone, tokenized as the batch is (image placeholders count alike in both)."""
+        batch = self.build_batch(items, replies=replies)
+        with_image = self.takes_images and items[0].get("image") is not None
+        prompts = [
+            self.render_prompt(item["question"], item["options"], with_image=with_image)
+            for item in items
+        ]
+        whole = [prompt + reply for prompt, reply in zip(prompts, replies, strict=True)]
+        options = {"add_special_tokens": not self._template_writes_bos(whole)}
+        n_whole = [len(ids) for ids in self.tokenizer(whole, **options)["input_ids"]]
+        n_prompt = [len(ids) for ids in self.tokenizer(prompts, **options)["input_ids"]]
+        counts = torch.tensor([a - b for a, b in zip(n_whole, n_prompt, strict=True)])
+        if (counts < 1).any():
+            raise ValueError("a reply adds no token to its prompt (an empty option text?)")
+        return batch, counts
 
     def to_model(self, batch: BatchFeature) -> BatchFeature:
         """Move a batch to the input device, floating tensors (pixels) to the model's dtype."""

@@ -52,6 +52,10 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from culture_neurons.selection.attribution import ATTRIBUTION_METHODS, is_attribution
+from culture_neurons.selection.attribution import (
+    CULTURE_INDEPENDENT as ATTRIBUTION_CULTURE_INDEPENDENT,
+)
 from culture_neurons.selection.controls import is_control
 
 Selector = Callable[..., np.ndarray]
@@ -382,12 +386,16 @@ CULTURE_INDEPENDENT: set[str] = {"rnd"}
 
 
 def _method(name: str) -> Selector:
+    if isinstance(name, str) and is_attribution(name):
+        raise ValueError(
+            f"selector method {name!r} scores the attribution store, not the firing statistics: "
+            "see culture_neurons.selection.attribution"
+        )
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown selector method {name!r}; valid: {', '.join(sorted(METHODS))}"
-        ) from None
+        valid = sorted([*METHODS, *ATTRIBUTION_METHODS])
+        raise ValueError(f"unknown selector method {name!r}; valid: {', '.join(valid)}") from None
 
 
 def is_culture_independent(method: str) -> bool:
@@ -395,6 +403,8 @@ def is_culture_independent(method: str) -> bool:
     derived from a reference's masks (``rnd_matched``) is culture-specific."""
     if is_control(method):
         return False
+    if is_attribution(method):
+        return method in ATTRIBUTION_CULTURE_INDEPENDENT
     fn = _method(method)
     return any(METHODS[name] is fn for name in CULTURE_INDEPENDENT)
 
@@ -431,6 +441,8 @@ def _check_params(method: str, fn: Selector, params: dict[str, object]) -> None:
 
 def has_ranking(method: str) -> bool:
     """Whether ``method`` (aliases included) has a full ranking, so it can serve ratio sweeps."""
+    if is_attribution(method):
+        return True
     return _method(method) in {METHODS[name] for name in RANKINGS}
 
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import used_items
 from culture_neurons.record.store import ActivationStore
+from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.controls import is_control
 from culture_neurons.selection.selectors import budget, is_culture_independent, method_function
 
@@ -223,8 +224,9 @@ def _selectable(
         params = dict(entry)
         method = str(params.pop("method", name.split("-")[0]))
         try:
-            # RND and the controls (rnd_matched) have no statistics of their own to resample.
-            if is_control(method) or is_culture_independent(method):
+            # RND and the controls (rnd_matched) have no statistics of their own to resample;
+            # the attribution selectors score another store (not resampled here).
+            if is_control(method) or is_attribution(method) or is_culture_independent(method):
                 continue
             chosen[name] = (method_function(method, params), params)
         except ValueError as err:

@@ -14,7 +14,13 @@ import numpy as np
 
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import aggregate
+from culture_neurons.record.attribution_store import (
+    aggregate_attribution,
+    is_attribution_store,
+    open_attribution_store,
+)
 from culture_neurons.record.store import ActivationStore, open_store
+from culture_neurons.selection.attribution import attribution_ranks, check_params, is_attribution
 from culture_neurons.selection.controls import (
     CONTROL_METHODS,
     is_control,
@@ -54,9 +60,14 @@ def select_stage(
     scorable cultures. A control (``rnd_matched``) is drawn from ``reference_masks``, the masks
     of the selector its ``reference`` parameter names, instead of the statistics.
     """
-    opened = open_store(store)
     params = dict(params or {})
     method = params.pop("method", selector.split("-")[0])
+    if is_attribution(method):
+        summary = _attribution_masks(store, selector, method, params, ratio, out)
+        Path(report).write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("%s: %s neurons", selector, summary["selected_per_culture"])
+        return summary
+    opened = open_store(store)
     if is_control(method):
         summary = _control_masks(opened, selector, method, params, ratio, out, reference_masks)
     else:
@@ -154,6 +165,59 @@ def _selected_masks(
         **_counts(selected, cultures),
         "items_used": dict(zip(agg.cultures, agg.items_used.tolist(), strict=True)),
         "items_total": dict(zip(agg.cultures, agg.items_total.tolist(), strict=True)),
+    }
+
+
+def _attribution_masks(
+    store: str | Path,
+    selector: str,
+    method: str,
+    params: dict[str, Any],
+    ratio: float,
+    out: str | Path,
+) -> dict[str, Any]:
+    """Masks of an attribution selector (`culture_neurons.selection.attribution`) from the
+    attribution store; the control subtraction and the exclusion set apply when the store
+    holds a control / exclusion task, and the report says whether they did."""
+    if not is_attribution_store(store):
+        raise InputError(f"selector {selector!r} ({method}) needs an attribution store: {store}")
+    opened = open_attribution_store(store)
+    agg = aggregate_attribution(opened)
+    start = time.perf_counter()
+    try:
+        values = check_params(method, params)
+        ranks = attribution_ranks(
+            method, agg.cultural, control=agg.control, exclusion=agg.exclusion, **params
+        )
+    except ValueError as err:
+        raise InputError(f"selector {selector!r}: {err}") from err
+    k = budget(ratio, *ranks.shape[1:])
+    selected = mask_from_ranks(ranks, k)
+    seconds = time.perf_counter() - start
+    cultures = [ALL_CULTURES] if is_culture_independent(method) else list(agg.cultures)
+    attrs = {
+        "selector": selector,
+        "method": method,
+        "params": values,
+        "ratio": ratio,
+        "store_fingerprint": opened.group.attrs.get("dataset_fingerprint"),
+        "model": opened.group.attrs.get("model"),
+        "scores": "attribution",
+        "correct_filter": False,  # every item counts, weighted by p(gold)
+        "control_subtraction": "applied" if agg.control is not None else "skipped: no control task",
+        "exclusion": "applied" if agg.exclusion is not None else "skipped: no exclusion task",
+        "thin_cultures": [],
+        "unscorable_cultures": [],
+        **_ranking_attrs(ranks, cultures),
+    }
+    write_masks(out, selected, cultures, attrs, ranks=ranks)
+    return {
+        **attrs,
+        "seconds": round(seconds, 3),
+        "budget": k,
+        **_counts(selected, cultures),
+        "items": agg.items,
+        "mean_p_gold": agg.mean_p_gold,
     }
 
 
