@@ -1,12 +1,13 @@
 """Compare the results/ trees of two runs of the workflow (e.g. local and through Slurm).
 
-    python tests/slurm/compare_runs.py RUN_A RUN_B
+    python tests/slurm/compare_runs.py RUN_A RUN_B [PATH...]
 
 Every file must exist in both. Tables (parquet) must be equal as data frames, stores (zarr)
 array by array with equal attributes, text and weights byte for byte (Table 2 included); JSON
 reports equal once their timing keys are dropped; PNG figures equal pixel for pixel; PDF figures
 byte for byte once their /CreationDate is blanked (matplotlib stamps the time). Prints one line
-per kind and exits 1 on any difference.
+per kind and exits 1 on any difference. PATHs (relative to the runs, e.g. a job's outputs) limit
+the comparison to those files, stores and folders; each must exist in both runs.
 """
 
 from __future__ import annotations
@@ -81,9 +82,19 @@ def units(root: Path) -> dict[str, Path]:
     return found
 
 
-def main(a_root: str, b_root: str) -> int:
+def within(name: str, paths: list[str]) -> bool:
+    return any(name == p or name.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+def main(a_root: str, b_root: str, *paths: str) -> int:
     a, b = units(Path(a_root)), units(Path(b_root))
     failures = []
+    if paths:
+        a = {k: v for k, v in a.items() if within(k, list(paths))}
+        b = {k: v for k, v in b.items() if within(k, list(paths))}
+        for path in paths:
+            if not any(within(name, [path]) for name in {*a, *b}):
+                failures.append(f"{path}: in neither run")
     for name in sorted(set(a) ^ set(b)):
         failures.append(f"{name}: only in {a_root if name in a else b_root}")
     kinds: Counter[str] = Counter()
@@ -101,7 +112,7 @@ def main(a_root: str, b_root: str) -> int:
     for failure in failures:
         print(f"DIFFERENT {failure}")
     table2 = Path(a_root) / "results/summary/table2.md"
-    if table2.exists() and not failures:
+    if table2.exists() and not failures and not paths:
         print(f"Table 2 identical ({table2.relative_to(a_root)}):")
         print(table2.read_text().rstrip())
     print(f"{sum(kinds.values())} equal, {len(failures)} different")
@@ -109,4 +120,4 @@ def main(a_root: str, b_root: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:]))

@@ -9,23 +9,30 @@
 #    write; removed at the end), every other file under a fresh work folder (accounting off,
 #    jobcomp/filetxt as the job list, proctrack/linuxproc, task/none: no cgroups), starts munged,
 #    slurmctld and slurmd and waits until the node is idle;
-# 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`;
+# 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`,
+#    injecting three faults into that one run (tests/slurm/inject_faults.py): `scancel` of
+#    baseline_and_record while it writes its store's chunks, the node dying (slurmd and the
+#    jobs' processes killed) under an ablate job, SIGKILL of Snakemake itself with jobs in the
+#    queue; each rerun is the same command (after `snakemake --unlock` where needed);
 # 4. runs it locally (`snakemake --cores N`) in another fresh copy, or takes a finished local
 #    run's folder from CULTURE_NEURONS_LOCAL_RUN;
 # 5. compares the two results/ trees (tests/slurm/compare_runs.py) and prints the Slurm job list
-#    (tests/slurm/job_list.py) and both wall times;
+#    (tests/slurm/job_list.py), both wall times and, per fault, what was injected, the recovery
+#    time and the comparison of the hit job's outputs (also in WORK/faults.txt);
 # 6. stops the daemons it started, by pid (also on failure or interruption).
 #
 # Environment: CULTURE_NEURONS_SLURM_WORK (work folder, default a new one under /tmp),
 # CULTURE_NEURONS_LOCAL_RUN (a finished local run to compare with), CULTURE_NEURONS_SLURM_TIMEOUT
 # (seconds for each run, default 3600), CULTURE_NEURONS_SLURM_PORTS ("ctld slurmd", default
-# "16817 16818"). Exit status: 0 equal, 1 different or failed, 77 skipped (not root, or the
-# packages cannot be installed).
+# "16817 16818"), CULTURE_NEURONS_SLURM_FAULTS (1, default: inject the faults; 0: one plain run).
+# Exit status: 0 equal (and every fault injected and recovered from), 1 different or failed,
+# 77 skipped (not root, or the packages cannot be installed).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/slurm"
 TIMEOUT=${CULTURE_NEURONS_SLURM_TIMEOUT:-3600}
+FAULTS=${CULTURE_NEURONS_SLURM_FAULTS:-1}
 read -r CTLD_PORT SLURMD_PORT <<<"${CULTURE_NEURONS_SLURM_PORTS:-16817 16818}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -158,14 +165,30 @@ run_in() {  # run_in COPY LOG ARGS...: the workflow in COPY, importing the packa
 }
 
 fresh_copy "$WORK/slurm-run"
-say "Slurm run: snakemake --profile profiles/slurm (log $WORK/slurm-run.log)"
 start=$(date +%s)
 # Status polls every 5 s from the first job on (the plugin's default waits 40 s; same profile).
-if ! run_in "$WORK/slurm-run" "$WORK/slurm-run.log" --profile profiles/slurm \
-    --slurm-init-seconds-before-status-checks 5; then
-    say "the Slurm run failed:"
-    tail -n 40 "$WORK/slurm-run.log"
-    exit 1
+slurm_args=(--profile profiles/slurm --slurm-init-seconds-before-status-checks 5)
+if [ "$FAULTS" = 0 ]; then
+    say "Slurm run: snakemake --profile profiles/slurm (log $WORK/slurm-run.log)"
+    if ! run_in "$WORK/slurm-run" "$WORK/slurm-run.log" "${slurm_args[@]}"; then
+        say "the Slurm run failed:"
+        tail -n 40 "$WORK/slurm-run.log"
+        exit 1
+    fi
+else
+    say "Slurm run with faults injected (logs $WORK/slurm-run.N.log, queue $WORK/faults-detail.log)"
+    rm -f "$WORK"/slurm-run.*.log "$WORK/faults-detail.log" "$WORK/faults.json" "$WORK/faults.txt"
+    faulted=0
+    CULTURE_NEURONS_SLURM_TIMEOUT=$TIMEOUT python3 "$HERE/inject_faults.py" run "$WORK/slurm-run" \
+        "$WORK" "$CLUSTER" -- "${slurm_args[@]}" || faulted=$?
+    if [ "$faulted" != 0 ]; then
+        # The report still says which fault failed and what the runs got to.
+        python3 "$HERE/inject_faults.py" report "$WORK" - "$WORK/slurm-run" || true
+        say "the Slurm run with faults failed (details above; $WORK/faults.json):"
+        last_log=$(printf '%s\n' "$WORK"/slurm-run.*.log | sort -V | tail -n 1)
+        tail -n 40 "$last_log" 2>/dev/null || true
+        exit 1
+    fi
 fi
 slurm_s=$(($(date +%s) - start))
 say "Slurm run finished in ${slurm_s} s"
@@ -196,6 +219,11 @@ echo "== local vs Slurm results =="
 compared=0
 python3 -W ignore "$HERE/compare_runs.py" "$local_run" "$WORK/slurm-run" | tee "$WORK/comparison.txt" \
     || compared=$?
+if [ "$FAULTS" != 0 ]; then
+    echo
+    echo "== faults (also in $WORK/faults.txt) =="
+    python3 "$HERE/inject_faults.py" report "$WORK" "$local_run" "$WORK/slurm-run" || compared=1
+fi
 echo
 echo "wall time: Slurm run ${slurm_s} s ($(grep -c 'has been submitted with SLURM jobid' "$WORK/slurm-run.log") Slurm jobs), local run ${local_s}"
 echo "work folder: $WORK"
