@@ -4,10 +4,11 @@
 
 Every file must exist in both. Tables (parquet) must be equal as data frames, stores (zarr)
 array by array with equal attributes, text and weights byte for byte (Table 2 included); JSON
-reports equal once their timing and peak-memory keys are dropped; PNG figures equal pixel for pixel; PDF figures
-byte for byte once their /CreationDate is blanked (matplotlib stamps the time). Prints one line
-per kind and exits 1 on any difference. PATHs (relative to the runs, e.g. a job's outputs) limit
-the comparison to those files, stores and folders; each must exist in both runs.
+reports equal once their timing and peak-memory keys are dropped; PNG figures equal pixel for
+pixel; PDF figures byte for byte once their /CreationDate is blanked (matplotlib stamps the
+time). Prints one line per kind and exits 1 on any difference. PATHs (relative to the runs, e.g.
+a job's outputs) limit the comparison to those files, stores and folders; each must exist in
+both runs.
 """
 
 from __future__ import annotations
