@@ -215,8 +215,10 @@ def _add_control_effect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--control-items", required=True, help="the control task's items.parquet")
     p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
-    p.add_argument("--masks", nargs="+", required=True, help="SELECTOR=masks.zarr ...")
-    p.add_argument("--ablations", nargs="+", required=True, help="SELECTOR=ablation table ...")
+    p.add_argument("--masks", type=_named, nargs="+", required=True, help="SELECTOR=masks.zarr ...")
+    p.add_argument(
+        "--ablations", type=_named, nargs="+", required=True, help="SELECTOR=ablation table ..."
+    )
     p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
     _add_batch_size_args(p)
     p.add_argument("--max-new-tokens", type=int, default=20)

@@ -12,7 +12,7 @@ interval resamples the two item sets independently. Diagnostic, not causal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,16 +90,6 @@ def effect_rows(
     return rows
 
 
-def _named(pairs: Sequence[str], what: str) -> dict[str, str]:
-    named = {}
-    for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not (sep and name and path):
-            raise InputError(f"{what}: expected SELECTOR=PATH, got {pair!r}")
-        named[name] = path
-    return named
-
-
 def render_markdown(table: pd.DataFrame, accuracy: Mapping[str, float]) -> str:
     lines = [
         "# Cultural vs control questions under culture-independent masks",
@@ -129,8 +119,8 @@ def render_markdown(table: pd.DataFrame, accuracy: Mapping[str, float]) -> str:
 def control_effect_stage(
     control_items: str | Path,
     model: Mapping[str, Any],
-    masks: Sequence[str],
-    ablations: Sequence[str],
+    masks: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]],
+    ablations: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]],
     baseline: str | Path,
     out: str | Path,
     report: str | Path,
@@ -141,11 +131,11 @@ def control_effect_stage(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """``masks`` and ``ablations`` are ``SELECTOR=PATH`` pairs (a culture-independent mask
-    store; its ablation table of the evaluation split); ``baseline`` is the unmasked
+    """``masks`` and ``ablations`` map each selector to a culture-independent mask store and to
+    its ablation table of the evaluation split; ``baseline`` is the unmasked
     evaluation table. Writes the table ``out`` (parquet) and ``report`` (markdown)."""
     ceiling = checked_ceiling(batch_size, max_batch_size)
-    mask_paths, table_paths = _named(masks, "--masks"), _named(ablations, "--ablations")
+    mask_paths, table_paths = dict(masks), dict(ablations)
     if set(mask_paths) != set(table_paths):
         raise InputError(
             f"--masks {sorted(mask_paths)} and --ablations {sorted(table_paths)} differ"

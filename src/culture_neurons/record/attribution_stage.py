@@ -104,9 +104,8 @@ def record_attribution(
     if len(pending) < store.n_chunks:
         log.info("resuming %s: %d of %d chunks left", partial, len(pending), store.n_chunks)
     replies = gold_replies(rows)
-    left = sum(store.chunk_slice(k).stop - store.chunk_slice(k).start for k in pending)
     with tqdm(total=len(rows), desc="attribute", unit="item", mininterval=2.0) as progress:
-        progress.update(len(rows) - left)
+        progress.update(len(rows) - store.pending_items())
         for done_now, chunk in enumerate(pending):
             if stop_after_chunks is not None and done_now >= stop_after_chunks:
                 return None

@@ -14,13 +14,14 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import zarr
 
 from culture_neurons.errors import InputError
 from culture_neurons.record.store import (
+    ChunkedStore,
     CorruptStoreError,
     StoreMismatchError,
     _jsonable,
@@ -36,29 +37,9 @@ TASKS = ("cultural", "control", "exclusion")
 KIND = "attribution"
 
 
-@dataclass(frozen=True)
-class AttributionStore:
-    group: zarr.Group
-    path: Path
-
-    @property
-    def n_items(self) -> int:
-        return int(self.group["p_gold"].shape[0])
-
-    @property
-    def chunk_items(self) -> int:
-        return int(self.group.attrs["chunk_items"])
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.group["chunk_done"].shape[0])
-
-    def chunk_slice(self, chunk: int) -> slice:
-        start = chunk * self.chunk_items
-        return slice(start, min(start + self.chunk_items, self.n_items))
-
-    def pending_chunks(self) -> list[int]:
-        return [int(k) for k in np.flatnonzero(~self.group["chunk_done"][:])]
+@dataclass
+class AttributionStore(ChunkedStore):
+    ITEM_ARRAY: ClassVar[str] = "p_gold"
 
     def write_chunk(self, chunk: int, score: np.ndarray, p_gold: np.ndarray) -> None:
         rows = self.chunk_slice(chunk)

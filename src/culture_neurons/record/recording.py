@@ -65,7 +65,7 @@ def record_identification(
     timings = {"model_s": 0.0, "write_s": 0.0}
     done_now = 0
     with tqdm(total=len(rows), desc="record", unit="item", mininterval=2.0) as progress:
-        progress.update(len(rows) - sum(_chunk_len(store, k) for k in pending))
+        progress.update(len(rows) - store.pending_items())
         for chunk in pending:
             if stop_after_chunks is not None and done_now >= stop_after_chunks:
                 return None, timings
@@ -95,11 +95,6 @@ def record_identification(
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     return open_store(final), timings
-
-
-def _chunk_len(store: ActivationStore, chunk: int) -> int:
-    rows = store.chunk_slice(chunk)
-    return rows.stop - rows.start
 
 
 def baseline_table_from_store(store: ActivationStore, rows: pd.DataFrame) -> pd.DataFrame:

@@ -39,7 +39,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import zarr
@@ -106,13 +106,18 @@ def part_digests(
 
 
 @dataclass
-class ActivationStore:
+class ChunkedStore:
+    """A Zarr group written chunk by chunk of ``chunk_items`` items, each chunk flagged in
+    ``chunk_done`` once written (the activation and the attribution store)."""
+
     group: zarr.Group
     path: Path
+    #: A per-item array whose length is the number of items.
+    ITEM_ARRAY: ClassVar[str] = "tokens"
 
     @property
     def n_items(self) -> int:
-        return int(self.group["tokens"].shape[0])
+        return int(self.group[self.ITEM_ARRAY].shape[0])
 
     @property
     def chunk_items(self) -> int:
@@ -130,6 +135,13 @@ class ActivationStore:
         done = self.group["chunk_done"][:]
         return [int(k) for k in np.flatnonzero(~done)]
 
+    def pending_items(self) -> int:
+        """Items in the chunks not yet written."""
+        return sum(len(range(self.n_items)[self.chunk_slice(k)]) for k in self.pending_chunks())
+
+
+@dataclass
+class ActivationStore(ChunkedStore):
     def write_chunk(
         self,
         chunk: int,
