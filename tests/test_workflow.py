@@ -171,6 +171,8 @@ def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
     counts = dry_run("--configfile", "configs/smollm2.yaml")
     assert counts["prepare_checkpoint"] == 1 and counts["prepare_data"] == 1
     assert "make_demo_data" not in counts and "train_demo_model" not in counts
+    # The culture-free control questions are the attribution selectors' control task.
+    assert counts["prepare_task"] == counts["attribute"] == counts["control_effect"] == 1
     assert planned_models("--configfile", "configs/smollm2.yaml") == {"smollm2-135m-instruct"}
     # The cultures come from the local table before prepare_data has run.
     result = subprocess.run(
@@ -190,6 +192,17 @@ def test_blind_overlay_adds_one_branch_on_the_same_weights():
     assert planned_models("--configfile", "config.yaml", "configs/demo-blind.yaml") == {
         "demo-qwen25vl-tiny", "demo-qwen25vl-tiny-blind",
     }  # fmt: skip
+
+
+def test_slurm_overlay_keeps_every_rule_and_selector_kind_with_fewer_jobs():
+    full = dry_run()
+    trimmed = dry_run("--configfile", "config.yaml", "tests/slurm/overlay.yaml")
+    assert set(trimmed) == set(full)  # every rule the demo runs, the Slurm test runs too
+    assert sum(trimmed.values()) < sum(full.values())
+    selectors = load("config.yaml")["selectors"]
+    assert set(load("tests/slurm/overlay.yaml")["selectors"]) <= set(selectors)
+    # A job per selector instance: one per kind at least (the seeds are what the overlay trims).
+    assert trimmed["select"] >= len(selectors)
 
 
 @pytest.mark.parametrize(

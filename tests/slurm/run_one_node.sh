@@ -9,13 +9,13 @@
 #    write; removed at the end), every other file under a fresh work folder (accounting off,
 #    jobcomp/filetxt as the job list, proctrack/linuxproc, task/none: no cgroups), starts munged,
 #    slurmctld and slurmd and waits until the node is idle;
-# 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`,
-#    injecting three faults into that one run (tests/slurm/inject_faults.py): `scancel` of
+# 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`
+#    and config.yaml trimmed by tests/slurm/overlay.yaml (every rule, fewer repeats), injecting three faults into that one run (tests/slurm/inject_faults.py): `scancel` of
 #    baseline_and_record while it writes its store's chunks, the node dying (slurmd and the
 #    jobs' processes killed) under an ablate job, SIGKILL of Snakemake itself with jobs in the
 #    queue; each rerun is the same command (after `snakemake --unlock` where needed);
-# 4. runs it locally (`snakemake --cores N`) in another fresh copy, or takes a finished local
-#    run's folder from CULTURE_NEURONS_LOCAL_RUN;
+# 4. runs it locally (`snakemake --cores N`, same config files) in another fresh copy, or takes
+#    a finished local run's folder from CULTURE_NEURONS_LOCAL_RUN;
 # 5. compares the two results/ trees (tests/slurm/compare_runs.py) and prints the Slurm job list
 #    (tests/slurm/job_list.py), both wall times and, per fault, what was injected, the recovery
 #    time and the comparison of the hit job's outputs (also in WORK/faults.txt);
@@ -23,7 +23,9 @@
 #
 # Environment: CULTURE_NEURONS_SLURM_WORK (work folder, default a new one under /tmp),
 # CULTURE_NEURONS_LOCAL_RUN (a finished local run to compare with), CULTURE_NEURONS_SLURM_TIMEOUT
-# (seconds for each run, default 3600), CULTURE_NEURONS_SLURM_PORTS ("ctld slurmd", default
+# (seconds for each run, default 3600), CULTURE_NEURONS_SLURM_CONFIGFILES (the runs' config files,
+# default "config.yaml tests/slurm/overlay.yaml"; "config.yaml" for the full demo),
+# CULTURE_NEURONS_SLURM_PORTS ("ctld slurmd", default
 # "16817 16818"), CULTURE_NEURONS_SLURM_FAULTS (1, default: inject the faults; 0: one plain run).
 # Exit status: 0 equal (and every fault injected and recovered from), 1 different or failed,
 # 77 skipped (not root, or the packages cannot be installed).
@@ -33,6 +35,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/tests/slurm"
 TIMEOUT=${CULTURE_NEURONS_SLURM_TIMEOUT:-3600}
 FAULTS=${CULTURE_NEURONS_SLURM_FAULTS:-1}
+read -r -a CONFIGFILES <<<"${CULTURE_NEURONS_SLURM_CONFIGFILES:-config.yaml tests/slurm/overlay.yaml}"
 read -r CTLD_PORT SLURMD_PORT <<<"${CULTURE_NEURONS_SLURM_PORTS:-16817 16818}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -167,7 +170,8 @@ run_in() {  # run_in COPY LOG ARGS...: the workflow in COPY, importing the packa
 fresh_copy "$WORK/slurm-run"
 start=$(date +%s)
 # Status polls every 5 s from the first job on (the plugin's default waits 40 s; same profile).
-slurm_args=(--profile profiles/slurm --slurm-init-seconds-before-status-checks 5)
+slurm_args=(--profile profiles/slurm --slurm-init-seconds-before-status-checks 5
+    --configfile "${CONFIGFILES[@]}")
 if [ "$FAULTS" = 0 ]; then
     say "Slurm run: snakemake --profile profiles/slurm (log $WORK/slurm-run.log)"
     if ! run_in "$WORK/slurm-run" "$WORK/slurm-run.log" "${slurm_args[@]}"; then
@@ -200,9 +204,9 @@ if [ -n "${CULTURE_NEURONS_LOCAL_RUN:-}" ]; then
 else
     local_run="$WORK/local-run"
     fresh_copy "$local_run"
-    say "local run: snakemake --cores $cpus (log $WORK/local-run.log)"
+    say "local run: snakemake --cores $cpus --configfile ${CONFIGFILES[*]} (log $WORK/local-run.log)"
     start=$(date +%s)
-    if ! run_in "$local_run" "$WORK/local-run.log" --cores "$cpus"; then
+    if ! run_in "$local_run" "$WORK/local-run.log" --cores "$cpus" --configfile "${CONFIGFILES[@]}"; then
         say "the local run failed:"
         tail -n 40 "$WORK/local-run.log"
         exit 1
