@@ -281,6 +281,25 @@ def test_the_shipped_real_culture_dataset_prepares_cleanly(tmp_path):
         assert not any(a in b for a in folded for b in folded if a != b)
 
 
+def test_the_shipped_control_task_prepares_cleanly_with_the_datasets_columns(tmp_path):
+    # resources/culture_mcq/control.csv: the attribution selectors' culture-free control task,
+    # read through the cultural dataset's settings as rule prepare_task reads it.
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "smollm2.yaml").read_text())
+    dataset = {**config["dataset"], "files": config["attribution"]["control_files"]}
+    dataset["local_dir"] = str(ROOT / dataset["local_dir"])
+    report = prepare_dataset(DatasetConfig.from_mapping(dataset), tmp_path / "out")
+    assert report["excluded_total"] == 0 and report["items"] == 60
+    assert report["items_per_culture"] == {"Control": {IDENTIFICATION: 30, EVALUATION: 30}}
+    items = pd.read_parquet(tmp_path / "out" / "items.parquet")
+    assert items["label"].value_counts().to_dict() == {0: 15, 1: 15, 2: 15, 3: 15}
+    for options in items["options"]:
+        folded = [o.casefold() for o in options]
+        assert len(set(folded)) == 4
+        assert not any(a in b for a in folded for b in folded if a != b)
+
+
 def test_cultures_are_planned_from_the_table_before_preparation(tmp_path):
     from culture_neurons.data.prepare import planned_cultures
 
