@@ -10,6 +10,8 @@ import pytest
 from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.demo.generate import generate_demo_dataset
 from culture_neurons.demo.model import build_demo_tokenizer, train_demo_model
+from culture_neurons.demo.train import chance_p_value, train_demo_stage
+from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
 
@@ -63,3 +65,32 @@ def test_trained_demo_model_saves_and_loads_through_the_adapter(demo_items, tmp_
     answers = answer_all(adapter, evaluation, batch_size=4, max_new_tokens=3, desc="eval")
     assert len(answers) == 8
     assert set(answers["correct"]) <= {0, 1}
+
+
+def test_chance_p_value_is_the_binomial_upper_tail():
+    assert chance_p_value(0, 10) == 1.0
+    assert chance_p_value(1, 1) == pytest.approx(0.25)
+    assert chance_p_value(3, 3) == pytest.approx(0.25**3)
+    # P(X >= 2 | 3, 1/4) = 3 * (1/4)^2 * (3/4) + (1/4)^3
+    assert chance_p_value(2, 3) == pytest.approx(3 * 0.25**2 * 0.75 + 0.25**3)
+    # The demo's 256 evaluation items: 80 correct (31.3%) is not enough, 81 (31.6%) is (p < 0.01).
+    assert chance_p_value(80, 256) > 0.01 > chance_p_value(81, 256)
+    with pytest.raises(ValueError, match="must lie in"):
+        chance_p_value(5, 4)
+
+
+def test_a_demo_model_at_chance_stops_the_stage_unless_allowed(demo_items, tmp_path):
+    items, train = demo_items
+    items.to_parquet(tmp_path / "items.parquet")
+    train.to_parquet(tmp_path / "train.parquet")
+    settings = {"steps": 12, "batch_size": 8, "hidden_size": 32, "layers": 2,
+                "intermediate_size": 64}  # fmt: skip
+    args = (tmp_path / "items.parquet", tmp_path / "train.parquet", tmp_path / "model")
+    with pytest.raises(InputError, match=r"not above chance .*require_above_chance: false"):
+        train_demo_stage(*args, tmp_path / "report.json", settings)
+    summary = train_demo_stage(
+        *args, tmp_path / "kept.json", {**settings, "require_above_chance": False}
+    )
+    assert summary["above_chance"] is False and summary["chance_p_value"] > 0.01
+    assert json.loads((tmp_path / "kept.json").read_text())["above_chance"] is False
+    assert "require_above_chance" not in summary["settings"]  # not a training setting

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,22 @@ from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
 
 log = logging.getLogger(__name__)
+
+CHANCE = 0.25  # four options
+ABOVE_CHANCE_P = 0.01  # one-sided binomial test of the evaluation accuracy against CHANCE
+
+
+def chance_p_value(correct: int, items: int, chance: float = CHANCE) -> float:
+    """P(X >= correct) for X ~ Binomial(items, chance): how likely guessing does this well."""
+    if not 0 <= correct <= items:
+        raise ValueError(f"correct ({correct}) must lie in 0..items ({items})")
+    return min(
+        1.0,
+        math.fsum(
+            math.comb(items, k) * chance**k * (1 - chance) ** (items - k)
+            for k in range(correct, items + 1)
+        ),
+    )
 
 
 def train_demo_stage(
@@ -33,7 +50,10 @@ def train_demo_stage(
     train = pd.read_parquet(train_items)
     if train.empty:
         raise InputError(f"{train_items} has no items: the demo model needs a train portion")
-    summary = train_demo_model(train, table, out, dict(settings or {}))
+    settings = dict(settings or {})
+    # A demo model at chance makes every later result noise; say so here, not in Table 2.
+    require_above_chance = bool(settings.pop("require_above_chance", True))
+    summary = train_demo_model(train, table, out, settings)
     log.info("trained in %.1f s (final loss %.3f)", summary["train_s"], summary["final_loss"])
     adapter = load_adapter({"family": "qwen2_5_vl", "path": str(out), "dtype": "float32"})
     evaluation = split_rows(table, EVALUATION)
@@ -43,9 +63,22 @@ def train_demo_stage(
     summary["evaluation_accuracy_per_culture"] = (
         answers.groupby("culture")["correct"].mean().round(4).to_dict()
     )
+    p_value = chance_p_value(int(answers["correct"].sum()), len(answers))
+    summary["chance_p_value"] = p_value
+    summary["above_chance"] = p_value < ABOVE_CHANCE_P
     Path(report).write_text(json.dumps(summary, indent=2) + "\n")
     log.info(
-        "demo model accuracy on the evaluation split: %.1f%% (chance 25%%)",
-        100 * summary["evaluation_accuracy"],
-    )
+        "demo model accuracy on the evaluation split: %.1f%% (chance 25%%, one-sided p = %.2g)",
+        100 * summary["evaluation_accuracy"], p_value,
+    )  # fmt: skip
+    if not summary["above_chance"] and require_above_chance:
+        raise InputError(
+            f"the demo model answers {100 * summary['evaluation_accuracy']:.1f}% of "
+            f"{len(answers)} evaluation items correctly, not above chance (25%; one-sided "
+            f"binomial p = {p_value:.2g} >= {ABOVE_CHANCE_P}): train longer "
+            f"(demo_training.steps, now {summary['settings']['steps']}) or set "
+            "demo_training.require_above_chance: false to keep a model at chance"
+        )
+    if not summary["above_chance"]:
+        log.warning("the demo model is not above chance; kept (require_above_chance: false)")
     return summary
