@@ -28,13 +28,13 @@ def chance_p_value(correct: int, items: int, chance: float = CHANCE) -> float:
     """P(X >= correct) for X ~ Binomial(items, chance): how likely guessing does this well."""
     if not 0 <= correct <= items:
         raise ValueError(f"correct ({correct}) must lie in 0..items ({items})")
-    return min(
-        1.0,
-        math.fsum(
-            math.comb(items, k) * chance**k * (1 - chance) ** (items - k)
-            for k in range(correct, items + 1)
-        ),
-    )
+    # In log space: math.comb of a few thousand items no longer fits a float.
+    log_terms = (
+        math.lgamma(items + 1) - math.lgamma(k + 1) - math.lgamma(items - k + 1)
+        + k * math.log(chance) + (items - k) * math.log1p(-chance)
+        for k in range(correct, items + 1)
+    )  # fmt: skip
+    return min(1.0, math.fsum(math.exp(t) for t in log_terms))
 
 
 def train_demo_stage(
