@@ -260,6 +260,14 @@ def test_an_unreachable_hub_dataset_is_one_line(tmp_path, caplog):
     assert "offline" in errors[0].getMessage()
 
 
+def assert_options_distinct(items: pd.DataFrame) -> None:
+    """Four options per item, none containing another: the answer is matched by its text."""
+    for options in items["options"]:
+        folded = [o.casefold() for o in options]
+        assert len(set(folded)) == 4
+        assert not any(a in b for a in folded for b in folded if a != b)
+
+
 def test_the_shipped_real_culture_dataset_prepares_cleanly(tmp_path):
     # resources/culture_mcq: 6 cultures x 60 questions, written and checked for this project.
     import yaml
@@ -274,11 +282,7 @@ def test_the_shipped_real_culture_dataset_prepares_cleanly(tmp_path):
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["label"].between(0, 3).all()
     assert set(items["category"]) == {"food", "festivals", "customs", "places", "sport"}
-    # The answer is matched by its text: no option may contain another.
-    for options in items["options"]:
-        folded = [o.casefold() for o in options]
-        assert len(set(folded)) == 4
-        assert not any(a in b for a in folded for b in folded if a != b)
+    assert_options_distinct(items)
 
 
 def test_the_shipped_control_task_prepares_cleanly_with_the_datasets_columns(tmp_path):
@@ -294,10 +298,7 @@ def test_the_shipped_control_task_prepares_cleanly_with_the_datasets_columns(tmp
     assert report["items_per_culture"] == {"Control": {IDENTIFICATION: 30, EVALUATION: 30}}
     items = pd.read_parquet(tmp_path / "out" / "items.parquet")
     assert items["label"].value_counts().to_dict() == {0: 15, 1: 15, 2: 15, 3: 15}
-    for options in items["options"]:
-        folded = [o.casefold() for o in options]
-        assert len(set(folded)) == 4
-        assert not any(a in b for a in folded for b in folded if a != b)
+    assert_options_distinct(items)
 
 
 def test_cultures_are_planned_from_the_table_before_preparation(tmp_path):

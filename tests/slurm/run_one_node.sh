@@ -10,7 +10,8 @@
 #    jobcomp/filetxt as the job list, proctrack/linuxproc, task/none: no cgroups), starts munged,
 #    slurmctld and slurmd and waits until the node is idle;
 # 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`
-#    and config.yaml trimmed by tests/slurm/overlay.yaml (every rule, fewer repeats), injecting three faults into that one run (tests/slurm/inject_faults.py): `scancel` of
+#    and config.yaml trimmed by tests/slurm/overlay.yaml (every rule, fewer repeats), injecting
+#    three faults into that one run (tests/slurm/inject_faults.py): `scancel` of
 #    baseline_and_record while it writes its store's chunks, the node dying (slurmd and the
 #    jobs' processes killed) under an ablate job, SIGKILL of Snakemake itself with jobs in the
 #    queue; each rerun is the same command (after `snakemake --unlock` where needed);
@@ -25,8 +26,8 @@
 # CULTURE_NEURONS_LOCAL_RUN (a finished local run to compare with), CULTURE_NEURONS_SLURM_TIMEOUT
 # (seconds for each run, default 3600), CULTURE_NEURONS_SLURM_CONFIGFILES (the runs' config files,
 # default "config.yaml tests/slurm/overlay.yaml"; "config.yaml" for the full demo),
-# CULTURE_NEURONS_SLURM_PORTS ("ctld slurmd", default
-# "16817 16818"), CULTURE_NEURONS_SLURM_FAULTS (1, default: inject the faults; 0: one plain run).
+# CULTURE_NEURONS_SLURM_PORTS ("ctld slurmd", default "16817 16818"), CULTURE_NEURONS_SLURM_FAULTS
+# (1, default: inject the faults; 0: one plain run).
 # Exit status: 0 equal (and every fault injected and recovered from), 1 different or failed,
 # 77 skipped (not root, or the packages cannot be installed).
 set -euo pipefail
