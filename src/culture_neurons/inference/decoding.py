@@ -12,6 +12,7 @@ token sequence as `model.generate(do_sample=False)` on the item alone; tests com
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from culture_neurons.errors import InputError
 from culture_neurons.models.base import ModelAdapter
@@ -81,6 +83,13 @@ def decoder_stack(adapter: ModelAdapter) -> nn.Module:
     """The module that owns the decoder layers (and the final norm): `model.language_model` etc."""
     parent = adapter.layers_path.rpartition(".")[0]
     return adapter.model.get_submodule(parent) if parent else adapter.model
+
+
+def _cache_argument(stack: nn.Module, cache: DynamicCache) -> dict[str, DynamicCache]:
+    """The KV cache as the decoder's forward names it: ``cache`` from transformers 5.25 on
+    (where ``past_key_values`` is deprecated), ``past_key_values`` before."""
+    parameters = inspect.signature(stack.forward).parameters
+    return {"cache" if "cache" in parameters else "past_key_values": cache}
 
 
 @torch.inference_mode()
@@ -167,6 +176,86 @@ class _Penalty:
             self.seen[rows, tokens] = True
 
 
+@dataclass
+class _Rows:
+    """Rows between decoder calls: their KV cache and what the next step needs. ``active``
+    holds each row's number in the prompts given, in the cache's row order."""
+
+    cache: DynamicCache
+    active: torch.Tensor
+    next_tokens: torch.Tensor
+    going: torch.Tensor
+    attention: torch.Tensor  # [rows, width]: 1 where a cached position is attended to
+    last_position: torch.Tensor  # [P, rows]
+
+
+class _ReservedLayer(DynamicLayer):
+    """A full-attention cache layer held at the front of buffers with room for more positions:
+    a decode step writes its one position in place, where the plain `DynamicLayer` copies the
+    whole cache (every row, every position) to append it."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """``keys``, ``values``: buffers [rows, heads, capacity, dim] whose first ``length``
+        positions are the cache."""
+        super().__init__()
+        self.device, self.dtype, self.is_initialized = keys.device, keys.dtype, True
+        self._keys, self._values, self._length = keys, values, length
+        self._expose()
+
+    @classmethod
+    def around(cls, keys: torch.Tensor, values: torch.Tensor, room: int) -> _ReservedLayer:
+        """The cache ``keys``, ``values`` copied into buffers ``room`` positions longer."""
+        return cls(cls._reserve(keys, room), cls._reserve(values, room), keys.shape[-2])
+
+    @staticmethod
+    def _reserve(states: torch.Tensor, room: int) -> torch.Tensor:
+        rows, heads, length, dim = states.shape
+        buffer = states.new_empty(rows, heads, length + room, dim)
+        buffer[:, :, :length] = states
+        return buffer
+
+    def _expose(self) -> None:
+        self.keys = self._keys[:, :, : self._length]
+        self.values = self._values[:, :, : self._length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        new = key_states.shape[-2]
+        if self._length + new > self._keys.shape[-2]:  # out of room: reserve as much again
+            self._keys = self._reserve(self.keys, self._length + new)
+            self._values = self._reserve(self.values, self._length + new)
+        self._keys[:, :, self._length : self._length + new] = key_states
+        self._values[:, :, self._length : self._length + new] = value_states
+        self._length += new
+        self._expose()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys = self._keys[indices]
+        self._values = self._values[indices]
+        self._expose()
+
+    def crop(self, max_length: int) -> None:  # pragma: no cover - greedy_decode never crops
+        raise NotImplementedError("a reserved cache layer is not cropped")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:  # pragma: no cover
+        raise NotImplementedError("a reserved cache layer is not repeated")
+
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError("a reserved cache layer is not reordered")
+
+
+def _reserve_room(cache: DynamicCache, room: int) -> None:
+    """Give every full-attention layer of ``cache`` room for ``room`` more positions in place
+    (sliding-window layers keep their own update)."""
+    if room < 1:
+        return
+    for index, layer in enumerate(_cache_layers(cache)):
+        if type(layer) is DynamicLayer and getattr(layer, "is_initialized", False):
+            cache.layers[index] = _ReservedLayer.around(layer.keys, layer.values, room)
+
+
 @torch.inference_mode()
 def greedy_decode(
     adapter: ModelAdapter,
@@ -177,11 +266,19 @@ def greedy_decode(
     select_rows: RowHook | None = None,
     drafts: Sequence[Sequence[int]] | None = None,
     stats: DecodeStats | None = None,
+    prefill_rows: int | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens of every prompt (one row each), stopping a row at end of sequence.
 
-    ``select_rows(indices)`` is told which rows stay whenever finished rows leave the batch, so
-    per-row interventions (keep masks) can follow; the prefill is the first decoder call.
+    ``select_rows(indices)`` is told which of the given rows the next decoder calls see
+    whenever that changes (finished rows leave the batch; a slice is prefilled), so per-row
+    interventions (keep masks) can follow.
+
+    ``prefill_rows`` prefills the rows that many at a time, each slice padded to its own
+    width, and then decodes all of them together (their caches merged, left-padded to the
+    widest): a step over many rows costs little more than one over few, while the prefill pays
+    for every padded position. Models whose cache is not one plain tensor per layer (sliding
+    windows) decode each slice on its own instead.
 
     ``drafts`` (one token list per row, e.g. the item's unmasked answer) are checked instead of
     decoded: the prefill also reads each row's draft, and its greedy choice at every draft
@@ -193,29 +290,86 @@ def greedy_decode(
     if not prompts:
         return []
     stats = stats if stats is not None else DecodeStats()
-    stack = decoder_stack(adapter)
-    embed = adapter.model.get_input_embeddings()
-    head = adapter.model.get_output_embeddings()
-    device = prompts[0].embeds.device
     rows = len(prompts)
     if drafts is not None and len(drafts) != rows:
         raise ValueError(f"{len(drafts)} drafts for {rows} prompts")
+    if prefill_rows is not None and prefill_rows < 1:
+        raise ValueError(f"prefill_rows must be at least 1, got {prefill_rows}")
+    head = adapter.model.get_output_embeddings()
+    device = prompts[0].embeds.device
+    penalty = _Penalty(prompts, settings, head.out_features)
+    eos = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=device)
+    generated: list[list[int]] = [[] for _ in range(rows)]
+
+    def choose(states: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        # .to(device): with a model spread over GPUs the head may sit on another one.
+        logits = head(states).float().to(device)
+        tokens = penalty.apply(logits, which).argmax(dim=-1)
+        penalty.add(which, tokens)
+        return tokens
+
+    step = prefill_rows or rows
+    sliced = step < rows
+    parts = []
+    for first in range(0, rows, step):
+        chosen = torch.arange(first, min(first + step, rows), device=device)
+        if sliced and select_rows is not None:
+            select_rows(chosen)
+        parts.append(
+            _prefill(
+                adapter, prompts, chosen, drafts, max_new_tokens, choose, generated, eos, stats
+            )
+        )
+    parts = [part for part in parts if bool(part.going.any())]
+    if len(parts) > 1 and _mergeable(parts):
+        parts = [_merge(parts, room=max_new_tokens)]
+    else:
+        for part in parts:
+            _reserve_room(part.cache, room=max_new_tokens)
+    for part in parts:
+        if sliced and select_rows is not None:
+            select_rows(part.active)
+        _decode(adapter, part, max_new_tokens, choose, generated, eos, stats, select_rows)
+    return generated
+
+
+def _prefill(
+    adapter: ModelAdapter,
+    prompts: Sequence[Prompt],
+    chosen: torch.Tensor,
+    drafts: Sequence[Sequence[int]] | None,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    generated: list[list[int]],
+    eos: torch.Tensor,
+    stats: DecodeStats,
+) -> _Rows:
+    """One decoder call over the ``chosen`` rows (left-padded prompts, drafts appended), and
+    each row's first token (or its checked draft)."""
+    embed = adapter.model.get_input_embeddings()
+    device = prompts[0].embeds.device
+    numbers = chosen.tolist()
+    own = [prompts[r] for r in numbers]
+    own_drafts = None if drafts is None else [drafts[r] for r in numbers]
+    rows = len(own)
     # The tokens each row feeds after its prompt: all of its draft but the last token (whose
     # successor is never needed: a draft ends at end of sequence or at the token limit).
-    checked = [min(len(d), max_new_tokens) for d in drafts] if drafts is not None else [0] * rows
+    checked = (
+        [min(len(d), max_new_tokens) for d in own_drafts] if own_drafts is not None else [0] * rows
+    )
     fed = (
-        [list(d[: max(0, n - 1)]) for d, n in zip(drafts, checked, strict=True)]
-        if drafts is not None
+        [list(d[: max(0, n - 1)]) for d, n in zip(own_drafts, checked, strict=True)]
+        if own_drafts is not None
         else [[] for _ in range(rows)]
     )
-    lengths = [p.length + len(f) for p, f in zip(prompts, fed, strict=True)]
+    lengths = [p.length + len(f) for p, f in zip(own, fed, strict=True)]
     width = max(lengths)
-    hidden = prompts[0].embeds.shape[-1]
-    n_components = prompts[0].positions.shape[0]
-    embeds = prompts[0].embeds.new_zeros(rows, width, hidden)
+    hidden = own[0].embeds.shape[-1]
+    n_components = own[0].positions.shape[0]
+    embeds = own[0].embeds.new_zeros(rows, width, hidden)
     attention = torch.zeros(rows, width, dtype=torch.long, device=device)
     positions = torch.ones(n_components, rows, width, dtype=torch.long, device=device)
-    for row, (prompt, tokens) in enumerate(zip(prompts, fed, strict=True)):
+    for row, (prompt, tokens) in enumerate(zip(own, fed, strict=True)):
         start = width - lengths[row]  # left padding: the last token sits at the end
         end = start + prompt.length
         embeds[row, start:end] = prompt.embeds
@@ -226,44 +380,105 @@ def greedy_decode(
             embeds[row, end:] = embed(ids).to(embeds.dtype)
             steps = torch.arange(1, len(tokens) + 1, device=device)
             positions[:, row, end:] = prompt.positions[:, -1:] + steps
-    penalty = _Penalty(prompts, settings, head.out_features)
-    eos = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=device)
-    two_d = n_components == 1
-
     cache = DynamicCache(config=adapter.model.config)
+    stack = decoder_stack(adapter)
     out = stack(
         inputs_embeds=embeds,
         attention_mask=attention,
-        position_ids=positions[0] if two_d else positions,
-        past_key_values=cache,
+        position_ids=positions[0] if n_components == 1 else positions,
         use_cache=True,
+        **_cache_argument(stack, cache),
     )
     stats.forwards += 1
     stats.row_forwards += rows
     stats.rows += rows
-    generated: list[list[int]] = [[] for _ in range(rows)]
-
-    def choose(states: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        # .to(device): with a model spread over GPUs the head may sit on another one.
-        logits = head(states).float().to(device)
-        tokens = penalty.apply(logits, which).argmax(dim=-1)
-        penalty.add(which, tokens)
-        return tokens
-
-    all_rows = torch.arange(rows, device=device)
     last_position = positions[:, :, -1].clone()
-    if drafts is None:
-        next_tokens = choose(out.last_hidden_state[:, -1], all_rows)
-        for row, token in enumerate(next_tokens.tolist()):
+    if own_drafts is None:
+        next_tokens = choose(out.last_hidden_state[:, -1], chosen)
+        for row, token in zip(numbers, next_tokens.tolist(), strict=True):
             generated[row].append(token)
         going = ~torch.isin(next_tokens, eos)
     else:
         next_tokens, going = _verify_drafts(
-            drafts, checked, lengths, width, out.last_hidden_state, choose, generated, eos,
-            attention, last_position, stats,
+            own_drafts, checked, width, out.last_hidden_state,
+            lambda states, which: choose(states, chosen[which]),
+            [generated[r] for r in numbers], eos, attention, last_position, stats,
         )  # fmt: skip
-    going &= torch.tensor([len(g) < max_new_tokens for g in generated], device=device)
-    active = all_rows
+    going &= torch.tensor([len(generated[r]) < max_new_tokens for r in numbers], device=device)
+    return _Rows(cache, chosen, next_tokens, going, attention, last_position)
+
+
+def _cache_layers(cache: DynamicCache) -> list[Any]:
+    return list(getattr(cache, "layers", []))
+
+
+def _mergeable(parts: Sequence[_Rows]) -> bool:
+    """Whether every cache is one full (not sliding-window) key and value tensor per layer."""
+    for part in parts:
+        layers = _cache_layers(part.cache)
+        if not layers:
+            return False
+        for layer in layers:
+            if type(layer) is not DynamicLayer or not getattr(layer, "is_initialized", False):
+                return False
+            if layer.keys.shape[-2] != part.attention.shape[1]:
+                return False
+    return True
+
+
+def _merge(parts: Sequence[_Rows], room: int) -> _Rows:
+    """The rows of every part that are still going, as one batch: caches and attention
+    left-padded to the widest, the caches written once, into layers with ``room`` for the
+    decode steps."""
+    going = [part.going.nonzero().squeeze(1) for part in parts]
+    width = max(part.attention.shape[1] for part in parts)
+    per_part = [_cache_layers(part.cache) for part in parts]
+    rows = sum(len(keep) for keep in going)
+    cache = DynamicCache()
+    for index in range(len(per_part[0])):
+        states = []
+        for kind in ("keys", "values"):
+            first = getattr(per_part[0][index], kind)
+            merged = first.new_empty(rows, first.shape[1], width + room, first.shape[3])
+            merged[:, :, :width].zero_()  # padding: masked out, but it must not be NaN
+            row = 0
+            for layers, keep in zip(per_part, going, strict=True):
+                part_states = getattr(layers[index], kind)
+                length = part_states.shape[2]
+                merged[row : row + len(keep), :, width - length : width] = part_states[keep]
+                row += len(keep)
+            states.append(merged)
+        cache.layers.append(_ReservedLayer(states[0], states[1], width))
+
+    def left_pad(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor.new_zeros(tensor.shape[0], width - tensor.shape[1]), tensor], 1)
+
+    return _Rows(
+        cache,
+        torch.cat([p.active[keep] for p, keep in zip(parts, going, strict=True)]),
+        torch.cat([p.next_tokens[keep] for p, keep in zip(parts, going, strict=True)]),
+        torch.ones(rows, dtype=torch.bool, device=parts[0].going.device),
+        torch.cat([left_pad(p.attention[keep]) for p, keep in zip(parts, going, strict=True)]),
+        torch.cat([p.last_position[:, keep] for p, keep in zip(parts, going, strict=True)], 1),
+    )
+
+
+def _decode(
+    adapter: ModelAdapter,
+    part: _Rows,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    generated: list[list[int]],
+    eos: torch.Tensor,
+    stats: DecodeStats,
+    select_rows: RowHook | None,
+) -> None:
+    """One token per step for every row still going, until none is."""
+    stack = decoder_stack(adapter)
+    embed = adapter.model.get_input_embeddings()
+    cache, active, next_tokens, going = part.cache, part.active, part.next_tokens, part.going
+    attention, last_position = part.attention, part.last_position
+    two_d = last_position.shape[0] == 1
     while True:
         if not bool(going.all()):
             if not bool(going.any()):
@@ -273,7 +488,7 @@ def greedy_decode(
             active, next_tokens = active[keep], next_tokens[keep]
             attention, last_position = attention[keep], last_position[:, keep]
             if select_rows is not None:
-                select_rows(keep)
+                select_rows(active)
         attention = torch.cat([attention, attention.new_ones(len(active), 1)], dim=1)
         last_position = last_position + 1
         step_positions = last_position.unsqueeze(-1)
@@ -281,8 +496,8 @@ def greedy_decode(
             inputs_embeds=embed(next_tokens).unsqueeze(1),
             attention_mask=attention,
             position_ids=step_positions[0] if two_d else step_positions,
-            past_key_values=cache,
             use_cache=True,
+            **_cache_argument(stack, cache),
         )
         stats.forwards += 1
         stats.row_forwards += len(active)
@@ -291,14 +506,12 @@ def greedy_decode(
             generated[row].append(token)
         going = ~torch.isin(next_tokens, eos)
         going &= torch.tensor([len(generated[r]) < max_new_tokens for r in active.tolist()],
-                              device=device)  # fmt: skip
-    return generated
+                              device=next_tokens.device)  # fmt: skip
 
 
 def _verify_drafts(
     drafts: Sequence[Sequence[int]],
     checked: list[int],
-    lengths: list[int],
     width: int,
     states: torch.Tensor,
     choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

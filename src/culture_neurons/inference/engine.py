@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 NO_CHOICE = -1
 UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
+CPU_DECODE_BATCHES = 4  # batches decoded together off CUDA (benchmarks/cpu/bench.md)
 
 
 @dataclass
@@ -232,6 +233,7 @@ def answer_masked(
     max_batch_size: int | None = None,
     drafts: bool = True,
     stats: DecodeStats | None = None,
+    decode_batches: int | None = None,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
     per mask, rows in the order given. ``offset`` (``[M, L, D]``) adds a constant per bank after
@@ -249,12 +251,24 @@ def answer_masked(
     is the draft of its masked rows: a row that agrees with it at every position is finished by
     its prefill (`greedy_decode`); the answers are those of step-by-step decoding either way.
     ``stats`` collects the decoder calls and how many rows the drafts finished.
+
+    ``decode_batches`` consecutive batches are prefilled one by one and then decoded together
+    (`greedy_decode`'s ``prefill_rows``): off CUDA a decode step's cost hardly grows with its
+    rows, so fewer, larger steps pay. The default is `CPU_DECODE_BATCHES` off CUDA and 1 on
+    CUDA, where the growing batches already decode many rows and the merged caches of several
+    batches would have to fit beside a prefill.
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
+    if decode_batches is None:
+        on_cuda = any(p.device.type == "cuda" for p in adapter.model.parameters())
+        decode_batches = 1 if on_cuda else CPU_DECODE_BATCHES
+    if decode_batches < 1:
+        raise ValueError(f"decode_batches must be at least 1, got {decode_batches}")
     largest = max(batch_size, max_batch_size or 0)
     window_rows = window_rows or 8 * largest
-    items_per_window = max(1, min(window_rows // n_masks, 2 * largest))
+    # Items are captured a window at a time: enough for the batches that decode together.
+    items_per_window = max(1, min(window_rows // n_masks, max(2, decode_batches) * largest))
     texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
     sizer = BatchSizer(
         batch_size,
@@ -262,7 +276,9 @@ def answer_masked(
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
     stats = stats if stats is not None else DecodeStats()
-    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
+    runner = _BatchRunner(
+        adapter, keep, settings, max_new_tokens, sizer, offset, stats, decode_batches
+    )
     all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
@@ -304,8 +320,10 @@ class _BatchRunner:
         sizer: BatchSizer,
         offset: torch.Tensor | None = None,
         stats: DecodeStats | None = None,
+        decode_batches: int = 1,
     ) -> None:
         self.adapter = adapter
+        self.decode_batches = decode_batches
         self.keep = keep
         self.offset = offset
         self.stats = stats if stats is not None else DecodeStats()
@@ -335,9 +353,14 @@ class _BatchRunner:
         start = 0
         while start < len(pairs):
             chunk = self._next_chunk(pairs, start, prompts)
+            # The batches after this one, prefilled at its size, decode with it (the memory
+            # measured is then that of all of them: only a fixed batch size groups).
+            group = chunk
+            if self.decode_batches > 1 and not self.sizer.adaptive:
+                group = pairs[start : start + len(chunk) * self.decode_batches]
             self.sizer.begin()
             try:
-                tokens += self._answer(chunk, prompts)
+                tokens += self._answer(group, prompts, prefill_rows=len(chunk))
             except OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -347,12 +370,12 @@ class _BatchRunner:
                     torch.cuda.empty_cache()
                 continue
             self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
-            start += len(chunk)
-            progress.update(len(chunk))
+            start += len(group)
+            progress.update(len(group))
         return tokens
 
     def _answer(
-        self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]
+        self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt], prefill_rows: int
     ) -> list[list[int]]:
         row_prompts = [prompts[item] for item, _ in chunk]
         masked = self.keep is not None and chunk[0][1] != UNMASKED
@@ -371,5 +394,6 @@ class _BatchRunner:
                 select_rows=None if masks is None else masks.select_rows,
                 drafts=None if self.drafts is None else [self.drafts[i] for i, _ in chunk],
                 stats=self.stats,
+                prefill_rows=prefill_rows,
             )
         return tokens

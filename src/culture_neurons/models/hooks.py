@@ -288,8 +288,10 @@ class KeepMasks:
         self.keep = keep
         self.offset = offset
         self.row_mask_index = row_mask_index
-        self._factors: dict[int, torch.Tensor] = {}
+        self._rows: torch.Tensor | None = None  # the rows of the next forward; None: all
+        self._factors: dict[int, torch.Tensor] = {}  # [B, 1, D] over every row given
         self._offsets: dict[int, torch.Tensor | None] = {}
+        self._selected: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def _per_row(self, bank: torch.Tensor, layer: int, output: torch.Tensor) -> torch.Tensor:
         per_mask = bank[:, layer].to(device=output.device, dtype=output.dtype)  # [M, D]
@@ -305,20 +307,20 @@ class KeepMasks:
             if self.offset is not None and bool((self.offset[:, layer] != 0).any()):
                 offset = self._per_row(self.offset, layer, output)
             self._offsets[layer] = offset
-        return self._factors[layer], self._offsets[layer]
+        factor, offset = self._factors[layer], self._offsets[layer]
+        if self._rows is None or factor.dim() != 3:
+            return factor, offset
+        if layer not in self._selected:
+            rows = self._rows.to(factor.device)
+            self._selected[layer] = (factor[rows], None if offset is None else offset[rows])
+        return self._selected[layer]
 
-    def select_rows(self, indices: torch.Tensor) -> None:
-        """Keep only these batch rows (finished rows leave the batch during decoding)."""
-        if self.row_mask_index is None:
-            return  # one mask for every row: nothing is per row
-        self.row_mask_index = self.row_mask_index[indices.to(self.row_mask_index.device)]
-        self._factors = {
-            layer: factor[indices.to(factor.device)] for layer, factor in self._factors.items()
-        }
-        self._offsets = {
-            layer: None if offset is None else offset[indices.to(offset.device)]
-            for layer, offset in self._offsets.items()
-        }
+    def select_rows(self, indices: torch.Tensor | None) -> None:
+        """The next forwards see only these rows of the batch given (numbered as in
+        ``row_mask_index``, not as in the previous selection): finished rows leave the batch
+        during decoding, and a batch may be prefilled a slice at a time. None: every row."""
+        self._rows = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        self._selected = {}
 
     def _make_hook(self, layer: int) -> ForwardHook:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
