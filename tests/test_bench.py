@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from culture_neurons.benchmark.bench import BenchSizes, run_bench
 
 pytest_plugins = ["tests.tiny_models"]  # one_torch_thread
@@ -21,6 +23,10 @@ KEYS = {
     "draft_acceptance",
     "decoder_forwards_per_answer",
     "engine_no_drafts_items_per_s",
+    "engine_drafts_items_per_s",
+    "engine_prefill_only_items_per_s",
+    "engine_vs_prefill_only",
+    "replication_hours",
     "selectors_s",
     "store_bytes_per_item_neuron",
 }
@@ -34,6 +40,7 @@ SMALL = BenchSizes(
     hf_batches=(2, 4),
     max_new_tokens=4,
     record_repeats=1,
+    engine_repeats=2,
 )
 
 
@@ -64,9 +71,25 @@ def test_bench_writes_every_figure_and_the_engine_answers_as_generate(
     assert 0.0 <= written["draft_acceptance"] <= 1.0
     limit = SMALL.max_new_tokens
     assert 1 <= written["decoder_forwards_per_answer_no_drafts"] <= limit
-    assert written["decoder_forwards_per_answer"] <= limit * (1 + 1 / SMALL.n_masks)
+    assert written["decoder_forwards_per_answer_drafts"] <= limit * (1 + 1 / SMALL.n_masks)
+    # Off CUDA the engine's default is not to draft: its figures are the no-drafts run's.
+    assert written["engine_default"] == "no_drafts"
+    assert written["masked_items_per_s"] == written["engine_no_drafts_items_per_s"]
+    assert (
+        written["decoder_forwards_per_answer"] == written["decoder_forwards_per_answer_no_drafts"]
+    )
+    # Every configuration timed engine_repeats times (the comparison once), the median reported.
+    rates = written["engine_rates"]
+    assert [len(rates[k]) for k in ("prefill_only", "no_drafts", "drafts")] == [2, 2, 2]
+    assert len(rates["single_batch_decode"]) == 1
+    assert min(rates["drafts"]) <= written["engine_drafts_items_per_s"] <= max(rates["drafts"])
+    ratio = written["masked_items_per_s"] / written["engine_prefill_only_items_per_s"]
+    assert written["engine_vs_prefill_only"] == ratio
+    hours = written["replication_hours"]
+    assert hours * 3600 * written["masked_items_per_s"] == pytest.approx(3 * 103 * 5196)
 
     markdown = (tmp_path / "bench.md").read_text()
     for key in ("masked_items_per_s", "record_overhead", "selectors_s.cas", "3x2x200",
-                "draft_acceptance", "decoder_forwards_per_answer"):  # fmt: skip
+                "draft_acceptance", "decoder_forwards_per_answer", "engine_vs_prefill_only",
+                "replication_hours"):  # fmt: skip
         assert key in markdown

@@ -155,8 +155,10 @@ def test_an_unmergeable_cache_decodes_each_slice_alone(load_tiny, evaluation, on
 
 
 def test_sliding_window_layers_are_not_merged():
-    config = MistralConfig(num_hidden_layers=2, hidden_size=16, intermediate_size=32,
-                           num_attention_heads=2, num_key_value_heads=1, sliding_window=4)  # fmt: skip
+    config = MistralConfig(
+        num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+        num_key_value_heads=1, sliding_window=4,
+    )  # fmt: skip
     keys = torch.zeros(1, 1, 3, 8)
     sliding = DynamicCache(config=config)
     plain = DynamicCache()

@@ -40,7 +40,7 @@ def test_drafts_keep_the_tokens_of_step_by_step_decoding(tiny_adapter, evaluatio
     keep = banks(tiny_adapter, [0.0, 0.02, 0.6])
     stats = DecodeStats()
     drafted = answer_masked(tiny_adapter, evaluation, keep, batch_size=4,
-                            max_new_tokens=MAX_NEW, stats=stats)  # fmt: skip
+                            max_new_tokens=MAX_NEW, stats=stats, drafts=True)  # fmt: skip
     decoded = answer_masked(tiny_adapter, evaluation, keep, batch_size=4,
                             max_new_tokens=MAX_NEW, drafts=False)  # fmt: skip
     for a, b in zip(drafted, decoded, strict=True):
@@ -61,7 +61,8 @@ def test_drafts_under_the_repetition_penalty(load_tiny, evaluation, one_torch_th
     keep = banks(adapter, [0.0, 0.05, 0.5], seed=1)
     adapter.model.generation_config.repetition_penalty = 1.8
     try:
-        drafted = answer_masked(adapter, evaluation, keep, batch_size=3, max_new_tokens=MAX_NEW)
+        drafted = answer_masked(adapter, evaluation, keep, batch_size=3, max_new_tokens=MAX_NEW,
+                                drafts=True)  # fmt: skip
         expected = [
             reference_answers(adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1])
             for m in range(len(keep))
@@ -87,7 +88,7 @@ def test_an_end_of_sequence_token_inside_the_draft(load_tiny, evaluation, one_to
         keep = banks(adapter, [0.0, 0.05, 0.5], seed=2)
         stats = DecodeStats()
         drafted = answer_masked(adapter, evaluation, keep, batch_size=4,
-                                max_new_tokens=MAX_NEW, stats=stats)  # fmt: skip
+                                max_new_tokens=MAX_NEW, stats=stats, drafts=True)  # fmt: skip
         expected = [
             reference_answers(adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1])
             for m in range(len(keep))
@@ -126,3 +127,31 @@ def test_a_wrong_or_short_draft_still_gives_the_greedy_tokens(load_tiny, evaluat
     with pytest.raises(ValueError, match="at least one token"):
         greedy_decode(adapter, prompts, max_new_tokens=8, settings=settings,
                       drafts=[[], [1], [1]])  # fmt: skip
+
+
+def test_drafting_stops_when_drafts_are_rarely_accepted(load_tiny, evaluation, one_torch_thread,
+                                                        monkeypatch):  # fmt: skip
+    from culture_neurons.inference import engine
+
+    adapter = load_tiny("qwen2_5_vl")
+    monkeypatch.setattr(engine, "DRAFT_PROBE_ROWS", 4)
+    rows = len(evaluation) * 2
+    # Every neuron off: the masked answers share nothing with the unmasked drafts.
+    off = banks(adapter, [1.0, 1.0])
+    stats = DecodeStats()
+    drafted = answer_masked(adapter, evaluation, off, batch_size=2, max_new_tokens=MAX_NEW,
+                            drafts=True, stats=stats)  # fmt: skip
+    assert stats.accepted == 0 and 4 <= stats.drafted < rows  # judged after the probe, then off
+    plain = answer_masked(adapter, evaluation, off, batch_size=2, max_new_tokens=MAX_NEW,
+                          drafts=False)  # fmt: skip
+    for a, b in zip(drafted, plain, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    # Masks that change nothing: every draft is accepted, so drafting goes on to the end.
+    stats = DecodeStats()
+    answer_masked(adapter, evaluation, banks(adapter, [0.0, 0.0]), batch_size=2,
+                  max_new_tokens=MAX_NEW, drafts=True, stats=stats)  # fmt: skip
+    assert stats.drafted == stats.accepted == rows
+    # Off CUDA the default is not to draft at all.
+    stats = DecodeStats()
+    answer_masked(adapter, evaluation, off, batch_size=2, max_new_tokens=MAX_NEW, stats=stats)
+    assert stats.drafted == 0

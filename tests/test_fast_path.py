@@ -131,7 +131,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
         return real_decode(adapter, prompts, **kwargs)
 
     monkeypatch.setattr(engine, "greedy_decode", decode_with_small_memory)
-    got = answer_masked(adapter, evaluation, keep, batch_size=12, max_new_tokens=6)
+    got = answer_masked(adapter, evaluation, keep, batch_size=12, max_new_tokens=6, drafts=True)
     # The unmasked drafts come first (all 6 items), are halved once, and the masked pairs keep
     # the halved size.
     assert sizes[:2] == [6, 3]

@@ -41,6 +41,8 @@ NO_CHOICE = -1
 UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
 CPU_DECODE_BATCHES = 4  # batches decoded together off CUDA (benchmarks/cpu/bench.md)
+DRAFT_PROBE_ROWS = 32  # rows drafted a batch at a time before drafting is judged
+DRAFT_MIN_ACCEPTANCE = 0.5  # below this share of rows finished by their draft, drafting stops
 
 
 @dataclass
@@ -231,7 +233,7 @@ def answer_masked(
     desc: str = "ablate",
     window_rows: int | None = None,
     max_batch_size: int | None = None,
-    drafts: bool = True,
+    drafts: bool | None = None,
     stats: DecodeStats | None = None,
     decode_batches: int | None = None,
 ) -> list[pd.DataFrame]:
@@ -250,6 +252,12 @@ def answer_masked(
     With ``drafts`` (masked runs), each item's unmasked greedy answer, decoded once per window,
     is the draft of its masked rows: a row that agrees with it at every position is finished by
     its prefill (`greedy_decode`); the answers are those of step-by-step decoding either way.
+    Drafting is judged on its first `DRAFT_PROBE_ROWS` rows (decoded a batch at a time) and
+    stops for the rest of the run when fewer than `DRAFT_MIN_ACCEPTANCE` of them were finished
+    by their draft (a random-init model's masked answers hardly ever agree). The default
+    (None) drafts on CUDA only: there a decode step costs about as much for one row as for
+    many, so every step a draft saves pays; on a CPU a prefill token costs about what a step's
+    token does, and drafts did not pay even at 97% acceptance (benchmarks/cpu).
     ``stats`` collects the decoder calls and how many rows the drafts finished.
 
     ``decode_batches`` consecutive batches are prefilled one by one and then decoded together
@@ -260,8 +268,10 @@ def answer_masked(
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
+    on_cuda = any(p.device.type == "cuda" for p in adapter.model.parameters())
+    if drafts is None:
+        drafts = on_cuda
     if decode_batches is None:
-        on_cuda = any(p.device.type == "cuda" for p in adapter.model.parameters())
         decode_batches = 1 if on_cuda else CPU_DECODE_BATCHES
     if decode_batches < 1:
         raise ValueError(f"decode_batches must be at least 1, got {decode_batches}")
@@ -279,6 +289,7 @@ def answer_masked(
     runner = _BatchRunner(
         adapter, keep, settings, max_new_tokens, sizer, offset, stats, decode_batches
     )
+    runner.drafting.on = bool(drafts) and keep is not None
     all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
         for first in range(0, len(rows), items_per_window):
@@ -289,7 +300,7 @@ def answer_masked(
                 batch = adapter.build_batch([all_items[i] for i in ids])
                 prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
             by_length = sorted(window, key=lambda i: prompts[i].length)
-            if drafts and keep is not None:
+            if runner.drafting.on:
                 # Through the same runner: the drafts' batches share its sizing and OOM halving.
                 unmasked = [(item, UNMASKED) for item in by_length]
                 runner.drafts = None
@@ -305,6 +316,31 @@ def answer_masked(
         choices, correct = score(mask_texts, rows)
         tables.append(answer_table(rows, mask_texts, choices, correct))
     return tables
+
+
+@dataclass
+class _Drafting:
+    """Whether masked rows get drafts: on until the rows drafted so far (at least
+    `DRAFT_PROBE_ROWS`) show that fewer than `DRAFT_MIN_ACCEPTANCE` of them are finished by it."""
+
+    on: bool = False
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def probing(self) -> bool:
+        return self.on and self.drafted < DRAFT_PROBE_ROWS
+
+    def judge(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
+        if self.on and not self.probing and self.accepted < DRAFT_MIN_ACCEPTANCE * self.drafted:
+            self.on = False
+            log.info(
+                "drafts finished %d of %d masked rows (below %.0f%%): decoding the rest of "
+                "the run step by step",
+                self.accepted, self.drafted, 100 * DRAFT_MIN_ACCEPTANCE,
+            )  # fmt: skip
 
 
 class _BatchRunner:
@@ -328,6 +364,7 @@ class _BatchRunner:
         self.offset = offset
         self.stats = stats if stats is not None else DecodeStats()
         self.drafts: dict[int, list[int]] | None = None
+        self.drafting = _Drafting()
         self.settings = settings
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
@@ -353,14 +390,18 @@ class _BatchRunner:
         start = 0
         while start < len(pairs):
             chunk = self._next_chunk(pairs, start, prompts)
+            drafting = self.drafts is not None and self.drafting.on
             # The batches after this one, prefilled at its size, decode with it (the memory
-            # measured is then that of all of them: only a fixed batch size groups).
-            group = chunk
-            if self.decode_batches > 1 and not self.sizer.adaptive:
-                group = pairs[start : start + len(chunk) * self.decode_batches]
+            # measured is then that of all of them: only a fixed batch size groups). Drafts
+            # on probation go a batch at a time, so that a verdict comes early.
+            together = self.decode_batches > 1 and not self.sizer.adaptive
+            if drafting and self.drafting.probing:
+                together = False
+            group = pairs[start : start + len(chunk) * self.decode_batches] if together else chunk
             self.sizer.begin()
+            before = (self.stats.drafted, self.stats.accepted)
             try:
-                tokens += self._answer(group, prompts, prefill_rows=len(chunk))
+                tokens += self._answer(group, prompts, len(chunk), drafting)
             except OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -370,12 +411,18 @@ class _BatchRunner:
                     torch.cuda.empty_cache()
                 continue
             self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
+            if drafting:
+                self.drafting.judge(self.stats.drafted - before[0], self.stats.accepted - before[1])
             start += len(group)
             progress.update(len(group))
         return tokens
 
     def _answer(
-        self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt], prefill_rows: int
+        self,
+        chunk: Sequence[tuple[int, int]],
+        prompts: dict[int, Prompt],
+        prefill_rows: int,
+        drafting: bool,
     ) -> list[list[int]]:
         row_prompts = [prompts[item] for item, _ in chunk]
         masked = self.keep is not None and chunk[0][1] != UNMASKED
@@ -392,7 +439,7 @@ class _BatchRunner:
                 max_new_tokens=self.max_new_tokens,
                 settings=self.settings,
                 select_rows=None if masks is None else masks.select_rows,
-                drafts=None if self.drafts is None else [self.drafts[i] for i, _ in chunk],
+                drafts=[self.drafts[i] for i, _ in chunk] if drafting else None,
                 stats=self.stats,
                 prefill_rows=prefill_rows,
             )
