@@ -184,14 +184,17 @@ def test_prefill_rows_must_be_positive(load_tiny, evaluation):
 
 
 def test_a_reserved_cache_layer_holds_what_a_dynamic_one_does():
-    """Appends within and beyond its room, and rows leaving, as `DynamicLayer` would have it."""
+    """The prefill, appends within and beyond its room, and rows leaving, as `DynamicLayer`
+    would have it."""
     from transformers.cache_utils import DynamicLayer
 
     generator = torch.Generator().manual_seed(0)
     start = torch.randn(3, 2, 4, 5, generator=generator)
     plain = DynamicLayer()
     plain.update(start, -start)
-    reserved = decoding._ReservedLayer.around(start, -start, room=2)
+    reserved = decoding._ReservedLayer(room=2)
+    for a, b in zip(reserved.update(start, -start), (start, -start), strict=True):
+        assert torch.equal(a, b)
     for step, new in enumerate([1, 1, 3, 1]):  # the third append outgrows the room
         states = torch.randn(len(plain.keys), 2, new, 5, generator=generator)
         expected = plain.update(states, 2 * states)

@@ -238,7 +238,7 @@ def train_demo_model(
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 progress.update(1)
                 progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
                 if len(losses) >= steps:

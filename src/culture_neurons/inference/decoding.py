@@ -190,22 +190,25 @@ class _Rows:
 
 
 class _ReservedLayer(DynamicLayer):
-    """A full-attention cache layer held at the front of buffers with room for more positions:
-    a decode step writes its one position in place, where the plain `DynamicLayer` copies the
-    whole cache (every row, every position) to append it."""
+    """A full-attention cache layer held at the front of buffers with ``room`` positions to
+    spare: a decode step writes its one position in place, where the plain `DynamicLayer`
+    copies the whole cache (every row, every position) to append it. The first update (the
+    prefill) sizes the buffers."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
-        """``keys``, ``values``: buffers [rows, heads, capacity, dim] whose first ``length``
-        positions are the cache."""
+    def __init__(self, room: int) -> None:
         super().__init__()
-        self.device, self.dtype, self.is_initialized = keys.device, keys.dtype, True
-        self._keys, self._values, self._length = keys, values, length
-        self._expose()
+        self.room = room
+        self._length = 0
 
     @classmethod
-    def around(cls, keys: torch.Tensor, values: torch.Tensor, room: int) -> _ReservedLayer:
-        """The cache ``keys``, ``values`` copied into buffers ``room`` positions longer."""
-        return cls(cls._reserve(keys, room), cls._reserve(values, room), keys.shape[-2])
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> _ReservedLayer:
+        """A layer over buffers [rows, heads, capacity, dim] whose first ``length`` positions
+        are the cache already."""
+        layer = cls(room=keys.shape[-2] - length)
+        layer.device, layer.dtype, layer.is_initialized = keys.device, keys.dtype, True
+        layer._keys, layer._values, layer._length = keys, values, length
+        layer._expose()
+        return layer
 
     @staticmethod
     def _reserve(states: torch.Tensor, room: int) -> torch.Tensor:
@@ -222,7 +225,13 @@ class _ReservedLayer(DynamicLayer):
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         new = key_states.shape[-2]
-        if self._length + new > self._keys.shape[-2]:  # out of room: reserve as much again
+        if not self.is_initialized:
+            self.device, self.dtype, self.is_initialized = key_states.device, key_states.dtype, True
+            self._keys = key_states.new_empty(*key_states.shape[:2], new + self.room,
+                                              key_states.shape[3])  # fmt: skip
+            self._values = value_states.new_empty(*value_states.shape[:2], new + self.room,
+                                                  value_states.shape[3])  # fmt: skip
+        elif self._length + new > self._keys.shape[-2]:  # out of room: reserve as much again
             self._keys = self._reserve(self.keys, self._length + new)
             self._values = self._reserve(self.values, self._length + new)
         self._keys[:, :, self._length : self._length + new] = key_states
@@ -246,14 +255,14 @@ class _ReservedLayer(DynamicLayer):
         raise NotImplementedError("a reserved cache layer is not reordered")
 
 
-def _reserve_room(cache: DynamicCache, room: int) -> None:
-    """Give every full-attention layer of ``cache`` room for ``room`` more positions in place
-    (sliding-window layers keep their own update)."""
-    if room < 1:
-        return
+def _reserved_cache(config: Any, room: int) -> DynamicCache:
+    """The model's dynamic cache with every full-attention layer a `_ReservedLayer` (a
+    sliding-window layer keeps its own update)."""
+    cache = DynamicCache(config=config)
     for index, layer in enumerate(_cache_layers(cache)):
-        if type(layer) is DynamicLayer and getattr(layer, "is_initialized", False):
-            cache.layers[index] = _ReservedLayer.around(layer.keys, layer.values, room)
+        if type(layer) is DynamicLayer:
+            cache.layers[index] = _ReservedLayer(room)
+    return cache
 
 
 @torch.inference_mode()
@@ -315,17 +324,25 @@ def greedy_decode(
         chosen = torch.arange(first, min(first + step, rows), device=device)
         if sliced and select_rows is not None:
             select_rows(chosen)
+        # Merged slices get the decode steps' room when they are merged.
+        room = 0 if sliced else max_new_tokens
         parts.append(
             _prefill(
-                adapter, prompts, chosen, drafts, max_new_tokens, choose, generated, eos, stats
-            )
+                adapter,
+                prompts,
+                chosen,
+                drafts,
+                max_new_tokens,
+                choose,
+                generated,
+                eos,
+                stats,
+                room=room,
+            )  # fmt: skip
         )
     parts = [part for part in parts if bool(part.going.any())]
     if len(parts) > 1 and _mergeable(parts):
         parts = [_merge(parts, room=max_new_tokens)]
-    else:
-        for part in parts:
-            _reserve_room(part.cache, room=max_new_tokens)
     for part in parts:
         if sliced and select_rows is not None:
             select_rows(part.active)
@@ -343,9 +360,10 @@ def _prefill(
     generated: list[list[int]],
     eos: torch.Tensor,
     stats: DecodeStats,
+    room: int,
 ) -> _Rows:
     """One decoder call over the ``chosen`` rows (left-padded prompts, drafts appended), and
-    each row's first token (or its checked draft)."""
+    each row's first token (or its checked draft); ``room``: cache positions kept for steps."""
     embed = adapter.model.get_input_embeddings()
     device = prompts[0].embeds.device
     numbers = chosen.tolist()
@@ -380,7 +398,7 @@ def _prefill(
             embeds[row, end:] = embed(ids).to(embeds.dtype)
             steps = torch.arange(1, len(tokens) + 1, device=device)
             positions[:, row, end:] = prompt.positions[:, -1:] + steps
-    cache = DynamicCache(config=adapter.model.config)
+    cache = _reserved_cache(adapter.model.config, room)
     stack = decoder_stack(adapter)
     out = stack(
         inputs_embeds=embeds,
@@ -419,7 +437,7 @@ def _mergeable(parts: Sequence[_Rows]) -> bool:
         if not layers:
             return False
         for layer in layers:
-            if type(layer) is not DynamicLayer or not getattr(layer, "is_initialized", False):
+            if type(layer) not in (DynamicLayer, _ReservedLayer) or not layer.is_initialized:
                 return False
             if layer.keys.shape[-2] != part.attention.shape[1]:
                 return False
@@ -448,7 +466,7 @@ def _merge(parts: Sequence[_Rows], room: int) -> _Rows:
                 merged[row : row + len(keep), :, width - length : width] = part_states[keep]
                 row += len(keep)
             states.append(merged)
-        cache.layers.append(_ReservedLayer(states[0], states[1], width))
+        cache.layers.append(_ReservedLayer.holding(states[0], states[1], width))
 
     def left_pad(tensor: torch.Tensor) -> torch.Tensor:
         return torch.cat([tensor.new_zeros(tensor.shape[0], width - tensor.shape[1]), tensor], 1)
