@@ -123,10 +123,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_answer(
     sizes: list[int] = []
 
     def decode_with_small_memory(adapter, prompts, **kwargs):
-        # Several batches may decode together; each is prefilled at the batch size.
-        assert kwargs["prefill_rows"] <= len(prompts)
-        sizes.append(kwargs["prefill_rows"])
-        if kwargs["prefill_rows"] > 3:  # pretend a batch of more than 3 rows does not fit
+        sizes.append(len(prompts))
+        if len(prompts) > 3:  # pretend a batch of more than 3 rows does not fit
             raise OutOfMemoryError("CUDA out of memory (simulated)")
         return real_decode(adapter, prompts, **kwargs)
 

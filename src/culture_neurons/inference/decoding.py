@@ -200,16 +200,6 @@ class _ReservedLayer(DynamicLayer):
         self.room = room
         self._length = 0
 
-    @classmethod
-    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> _ReservedLayer:
-        """A layer over buffers [rows, heads, capacity, dim] whose first ``length`` positions
-        are the cache already."""
-        layer = cls(room=keys.shape[-2] - length)
-        layer.device, layer.dtype, layer.is_initialized = keys.device, keys.dtype, True
-        layer._keys, layer._values, layer._length = keys, values, length
-        layer._expose()
-        return layer
-
     @staticmethod
     def _reserve(states: torch.Tensor, room: int) -> torch.Tensor:
         rows, heads, length, dim = states.shape
@@ -275,19 +265,14 @@ def greedy_decode(
     select_rows: RowHook | None = None,
     drafts: Sequence[Sequence[int]] | None = None,
     stats: DecodeStats | None = None,
-    prefill_rows: int | None = None,
 ) -> list[list[int]]:
     """Greedy new tokens of every prompt (one row each), stopping a row at end of sequence.
 
     ``select_rows(indices)`` is told which of the given rows the next decoder calls see
-    whenever that changes (finished rows leave the batch; a slice is prefilled), so per-row
-    interventions (keep masks) can follow.
+    whenever finished rows leave the batch, so per-row interventions (keep masks) can follow.
 
-    ``prefill_rows`` prefills the rows that many at a time, each slice padded to its own
-    width, and then decodes all of them together (their caches merged, left-padded to the
-    widest): a step over many rows costs little more than one over few, while the prefill pays
-    for every padded position. Models whose cache is not one plain tensor per layer (sliding
-    windows) decode each slice on its own instead.
+    The KV cache keeps room for the decode steps (`_ReservedLayer`): a step writes its one
+    position in place instead of copying the whole cache.
 
     ``drafts`` (one token list per row, e.g. the item's unmasked answer) are checked instead of
     decoded: the prefill also reads each row's draft, and its greedy choice at every draft
@@ -302,8 +287,6 @@ def greedy_decode(
     rows = len(prompts)
     if drafts is not None and len(drafts) != rows:
         raise ValueError(f"{len(drafts)} drafts for {rows} prompts")
-    if prefill_rows is not None and prefill_rows < 1:
-        raise ValueError(f"prefill_rows must be at least 1, got {prefill_rows}")
     head = adapter.model.get_output_embeddings()
     device = prompts[0].embeds.device
     penalty = _Penalty(prompts, settings, head.out_features)
@@ -317,43 +300,16 @@ def greedy_decode(
         penalty.add(which, tokens)
         return tokens
 
-    step = prefill_rows or rows
-    sliced = step < rows
-    parts = []
-    for first in range(0, rows, step):
-        chosen = torch.arange(first, min(first + step, rows), device=device)
-        if sliced and select_rows is not None:
-            select_rows(chosen)
-        # Merged slices get the decode steps' room when they are merged.
-        room = 0 if sliced else max_new_tokens
-        parts.append(
-            _prefill(
-                adapter,
-                prompts,
-                chosen,
-                drafts,
-                max_new_tokens,
-                choose,
-                generated,
-                eos,
-                stats,
-                room=room,
-            )  # fmt: skip
-        )
-    parts = [part for part in parts if bool(part.going.any())]
-    if len(parts) > 1 and _mergeable(parts):
-        parts = [_merge(parts, room=max_new_tokens)]
-    for part in parts:
-        if sliced and select_rows is not None:
-            select_rows(part.active)
-        _decode(adapter, part, max_new_tokens, choose, generated, eos, stats, select_rows)
+    part = _prefill(
+        adapter, prompts, drafts, max_new_tokens, choose, generated, eos, stats, room=max_new_tokens
+    )
+    _decode(adapter, part, max_new_tokens, choose, generated, eos, stats, select_rows)
     return generated
 
 
 def _prefill(
     adapter: ModelAdapter,
     prompts: Sequence[Prompt],
-    chosen: torch.Tensor,
     drafts: Sequence[Sequence[int]] | None,
     max_new_tokens: int,
     choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -362,32 +318,28 @@ def _prefill(
     stats: DecodeStats,
     room: int,
 ) -> _Rows:
-    """One decoder call over the ``chosen`` rows (left-padded prompts, drafts appended), and
-    each row's first token (or its checked draft); ``room``: cache positions kept for steps."""
+    """One decoder call over every row (left-padded prompts, drafts appended), and each row's
+    first token (or its checked draft); ``room``: cache positions kept for the steps."""
     embed = adapter.model.get_input_embeddings()
     device = prompts[0].embeds.device
-    numbers = chosen.tolist()
-    own = [prompts[r] for r in numbers]
-    own_drafts = None if drafts is None else [drafts[r] for r in numbers]
-    rows = len(own)
+    rows = len(prompts)
+    every_row = torch.arange(rows, device=device)
     # The tokens each row feeds after its prompt: all of its draft but the last token (whose
     # successor is never needed: a draft ends at end of sequence or at the token limit).
-    checked = (
-        [min(len(d), max_new_tokens) for d in own_drafts] if own_drafts is not None else [0] * rows
-    )
+    checked = [min(len(d), max_new_tokens) for d in drafts] if drafts is not None else [0] * rows
     fed = (
-        [list(d[: max(0, n - 1)]) for d, n in zip(own_drafts, checked, strict=True)]
-        if own_drafts is not None
+        [list(d[: max(0, n - 1)]) for d, n in zip(drafts, checked, strict=True)]
+        if drafts is not None
         else [[] for _ in range(rows)]
     )
-    lengths = [p.length + len(f) for p, f in zip(own, fed, strict=True)]
+    lengths = [p.length + len(f) for p, f in zip(prompts, fed, strict=True)]
     width = max(lengths)
-    hidden = own[0].embeds.shape[-1]
-    n_components = own[0].positions.shape[0]
-    embeds = own[0].embeds.new_zeros(rows, width, hidden)
+    hidden = prompts[0].embeds.shape[-1]
+    n_components = prompts[0].positions.shape[0]
+    embeds = prompts[0].embeds.new_zeros(rows, width, hidden)
     attention = torch.zeros(rows, width, dtype=torch.long, device=device)
     positions = torch.ones(n_components, rows, width, dtype=torch.long, device=device)
-    for row, (prompt, tokens) in enumerate(zip(own, fed, strict=True)):
+    for row, (prompt, tokens) in enumerate(zip(prompts, fed, strict=True)):
         start = width - lengths[row]  # left padding: the last token sits at the end
         end = start + prompt.length
         embeds[row, start:end] = prompt.embeds
@@ -411,74 +363,22 @@ def _prefill(
     stats.row_forwards += rows
     stats.rows += rows
     last_position = positions[:, :, -1].clone()
-    if own_drafts is None:
-        next_tokens = choose(out.last_hidden_state[:, -1], chosen)
-        for row, token in zip(numbers, next_tokens.tolist(), strict=True):
+    if drafts is None:
+        next_tokens = choose(out.last_hidden_state[:, -1], every_row)
+        for row, token in enumerate(next_tokens.tolist()):
             generated[row].append(token)
         going = ~torch.isin(next_tokens, eos)
     else:
         next_tokens, going = _verify_drafts(
-            own_drafts, checked, width, out.last_hidden_state,
-            lambda states, which: choose(states, chosen[which]),
-            [generated[r] for r in numbers], eos, attention, last_position, stats,
+            drafts, checked, width, out.last_hidden_state, choose, generated, eos, attention,
+            last_position, stats,
         )  # fmt: skip
-    going &= torch.tensor([len(generated[r]) < max_new_tokens for r in numbers], device=device)
-    return _Rows(cache, chosen, next_tokens, going, attention, last_position)
+    going &= torch.tensor([len(g) < max_new_tokens for g in generated], device=device)
+    return _Rows(cache, every_row, next_tokens, going, attention, last_position)
 
 
 def _cache_layers(cache: DynamicCache) -> list[Any]:
     return list(getattr(cache, "layers", []))
-
-
-def _mergeable(parts: Sequence[_Rows]) -> bool:
-    """Whether every cache is one full (not sliding-window) key and value tensor per layer."""
-    for part in parts:
-        layers = _cache_layers(part.cache)
-        if not layers:
-            return False
-        for layer in layers:
-            if type(layer) not in (DynamicLayer, _ReservedLayer) or not layer.is_initialized:
-                return False
-            if layer.keys.shape[-2] != part.attention.shape[1]:
-                return False
-    return True
-
-
-def _merge(parts: Sequence[_Rows], room: int) -> _Rows:
-    """The rows of every part that are still going, as one batch: caches and attention
-    left-padded to the widest, the caches written once, into layers with ``room`` for the
-    decode steps."""
-    going = [part.going.nonzero().squeeze(1) for part in parts]
-    width = max(part.attention.shape[1] for part in parts)
-    per_part = [_cache_layers(part.cache) for part in parts]
-    rows = sum(len(keep) for keep in going)
-    cache = DynamicCache()
-    for index in range(len(per_part[0])):
-        states = []
-        for kind in ("keys", "values"):
-            first = getattr(per_part[0][index], kind)
-            merged = first.new_empty(rows, first.shape[1], width + room, first.shape[3])
-            merged[:, :, :width].zero_()  # padding: masked out, but it must not be NaN
-            row = 0
-            for layers, keep in zip(per_part, going, strict=True):
-                part_states = getattr(layers[index], kind)
-                length = part_states.shape[2]
-                merged[row : row + len(keep), :, width - length : width] = part_states[keep]
-                row += len(keep)
-            states.append(merged)
-        cache.layers.append(_ReservedLayer.holding(states[0], states[1], width))
-
-    def left_pad(tensor: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tensor.new_zeros(tensor.shape[0], width - tensor.shape[1]), tensor], 1)
-
-    return _Rows(
-        cache,
-        torch.cat([p.active[keep] for p, keep in zip(parts, going, strict=True)]),
-        torch.cat([p.next_tokens[keep] for p, keep in zip(parts, going, strict=True)]),
-        torch.ones(rows, dtype=torch.bool, device=parts[0].going.device),
-        torch.cat([left_pad(p.attention[keep]) for p, keep in zip(parts, going, strict=True)]),
-        torch.cat([p.last_position[:, keep] for p, keep in zip(parts, going, strict=True)], 1),
-    )
 
 
 def _decode(

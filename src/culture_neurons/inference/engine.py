@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 NO_CHOICE = -1
 UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
-CPU_DECODE_BATCHES = 4  # batches decoded together off CUDA (benchmarks/cpu/bench.md)
-DRAFT_PROBE_ROWS = 32  # rows drafted a batch at a time before drafting is judged
+DRAFT_PROBE_ROWS = 32  # rows drafted before drafting is judged
 DRAFT_MIN_ACCEPTANCE = 0.5  # below this share of rows finished by their draft, drafting stops
 
 
@@ -235,7 +234,6 @@ def answer_masked(
     max_batch_size: int | None = None,
     drafts: bool | None = None,
     stats: DecodeStats | None = None,
-    decode_batches: int | None = None,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
     per mask, rows in the order given. ``offset`` (``[M, L, D]``) adds a constant per bank after
@@ -252,33 +250,21 @@ def answer_masked(
     With ``drafts`` (masked runs), each item's unmasked greedy answer, decoded once per window,
     is the draft of its masked rows: a row that agrees with it at every position is finished by
     its prefill (`greedy_decode`); the answers are those of step-by-step decoding either way.
-    Drafting is judged on its first `DRAFT_PROBE_ROWS` rows (decoded a batch at a time) and
-    stops for the rest of the run when fewer than `DRAFT_MIN_ACCEPTANCE` of them were finished
-    by their draft (a random-init model's masked answers hardly ever agree). The default
-    (None) drafts on CUDA only: there a decode step costs about as much for one row as for
-    many, so every step a draft saves pays; on a CPU a prefill token costs about what a step's
-    token does, and drafts did not pay even at 97% acceptance (benchmarks/cpu).
-    ``stats`` collects the decoder calls and how many rows the drafts finished.
-
-    ``decode_batches`` consecutive batches are prefilled one by one and then decoded together
-    (`greedy_decode`'s ``prefill_rows``): off CUDA a decode step's cost hardly grows with its
-    rows, so fewer, larger steps pay. The default is `CPU_DECODE_BATCHES` off CUDA and 1 on
-    CUDA, where the growing batches already decode many rows and the merged caches of several
-    batches would have to fit beside a prefill.
+    Drafting is judged on its first `DRAFT_PROBE_ROWS` drafted rows and stops for the rest of
+    the run when fewer than `DRAFT_MIN_ACCEPTANCE` of them were finished by their draft (a
+    random-init model's masked answers hardly ever agree). The default (None) drafts on CUDA
+    only: there a decode step costs about as much for one row as for many, so every step a
+    draft saves pays; on a CPU a prefill token costs about what a step's token does, and drafts
+    did not pay even at 97% acceptance (benchmarks/cpu). ``stats`` collects the decoder calls
+    and how many rows the drafts finished.
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
-    on_cuda = any(p.device.type == "cuda" for p in adapter.model.parameters())
     if drafts is None:
-        drafts = on_cuda
-    if decode_batches is None:
-        decode_batches = 1 if on_cuda else CPU_DECODE_BATCHES
-    if decode_batches < 1:
-        raise ValueError(f"decode_batches must be at least 1, got {decode_batches}")
+        drafts = any(p.device.type == "cuda" for p in adapter.model.parameters())
     largest = max(batch_size, max_batch_size or 0)
     window_rows = window_rows or 8 * largest
-    # Items are captured a window at a time: enough for the batches that decode together.
-    items_per_window = max(1, min(window_rows // n_masks, max(2, decode_batches) * largest))
+    items_per_window = max(1, min(window_rows // n_masks, 2 * largest))
     texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
     sizer = BatchSizer(
         batch_size,
@@ -286,9 +272,7 @@ def answer_masked(
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
     stats = stats if stats is not None else DecodeStats()
-    runner = _BatchRunner(
-        adapter, keep, settings, max_new_tokens, sizer, offset, stats, decode_batches
-    )
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
     runner.drafting.on = bool(drafts) and keep is not None
     all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
@@ -327,14 +311,11 @@ class _Drafting:
     drafted: int = 0
     accepted: int = 0
 
-    @property
-    def probing(self) -> bool:
-        return self.on and self.drafted < DRAFT_PROBE_ROWS
-
     def judge(self, drafted: int, accepted: int) -> None:
         self.drafted += drafted
         self.accepted += accepted
-        if self.on and not self.probing and self.accepted < DRAFT_MIN_ACCEPTANCE * self.drafted:
+        judged = self.drafted >= DRAFT_PROBE_ROWS
+        if self.on and judged and self.accepted < DRAFT_MIN_ACCEPTANCE * self.drafted:
             self.on = False
             log.info(
                 "drafts finished %d of %d masked rows (below %.0f%%): decoding the rest of "
@@ -356,10 +337,8 @@ class _BatchRunner:
         sizer: BatchSizer,
         offset: torch.Tensor | None = None,
         stats: DecodeStats | None = None,
-        decode_batches: int = 1,
     ) -> None:
         self.adapter = adapter
-        self.decode_batches = decode_batches
         self.keep = keep
         self.offset = offset
         self.stats = stats if stats is not None else DecodeStats()
@@ -391,17 +370,10 @@ class _BatchRunner:
         while start < len(pairs):
             chunk = self._next_chunk(pairs, start, prompts)
             drafting = self.drafts is not None and self.drafting.on
-            # The batches after this one, prefilled at its size, decode with it (the memory
-            # measured is then that of all of them: only a fixed batch size groups). Drafts
-            # on probation go a batch at a time, so that a verdict comes early.
-            together = self.decode_batches > 1 and not self.sizer.adaptive
-            if drafting and self.drafting.probing:
-                together = False
-            group = pairs[start : start + len(chunk) * self.decode_batches] if together else chunk
             self.sizer.begin()
             before = (self.stats.drafted, self.stats.accepted)
             try:
-                tokens += self._answer(group, prompts, len(chunk), drafting)
+                tokens += self._answer(chunk, prompts, drafting)
             except OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -413,15 +385,14 @@ class _BatchRunner:
             self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
             if drafting:
                 self.drafting.judge(self.stats.drafted - before[0], self.stats.accepted - before[1])
-            start += len(group)
-            progress.update(len(group))
+            start += len(chunk)
+            progress.update(len(chunk))
         return tokens
 
     def _answer(
         self,
         chunk: Sequence[tuple[int, int]],
         prompts: dict[int, Prompt],
-        prefill_rows: int,
         drafting: bool,
     ) -> list[list[int]]:
         row_prompts = [prompts[item] for item, _ in chunk]
@@ -441,6 +412,5 @@ class _BatchRunner:
                 select_rows=None if masks is None else masks.select_rows,
                 drafts=[self.drafts[i] for i, _ in chunk] if drafting else None,
                 stats=self.stats,
-                prefill_rows=prefill_rows,
             )
         return tokens
