@@ -397,6 +397,7 @@ def _decode(
     cache, active, next_tokens, going = part.cache, part.active, part.next_tokens, part.going
     attention, last_position = part.attention, part.last_position
     two_d = last_position.shape[0] == 1
+    cache_argument = _cache_argument(stack, cache)  # the same cache object every step
     while True:
         if not bool(going.all()):
             if not bool(going.any()):
@@ -415,7 +416,7 @@ def _decode(
             attention_mask=attention,
             position_ids=step_positions[0] if two_d else step_positions,
             use_cache=True,
-            **_cache_argument(stack, cache),
+            **cache_argument,
         )
         stats.forwards += 1
         stats.row_forwards += len(active)

@@ -315,11 +315,11 @@ class KeepMasks:
             self._selected[layer] = (factor[rows], None if offset is None else offset[rows])
         return self._selected[layer]
 
-    def select_rows(self, indices: torch.Tensor | None) -> None:
+    def select_rows(self, indices: torch.Tensor) -> None:
         """The next forwards see only these rows of the batch given (numbered as in
         ``row_mask_index``, not as in the previous selection): finished rows leave the batch
-        during decoding, and a batch may be prefilled a slice at a time. None: every row."""
-        self._rows = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        during decoding."""
+        self._rows = torch.as_tensor(indices, dtype=torch.long)
         self._selected = {}
 
     def _make_hook(self, layer: int) -> ForwardHook:
