@@ -154,6 +154,12 @@ def _add_train_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--settings", type=_json_object, default={}, help="demo_training settings as JSON"
     )
+    p.add_argument(
+        "--demo-data",
+        type=_json_object,
+        default=None,
+        help="dataset.demo settings as JSON: with them the model folder gets its provenance",
+    )
     p.add_argument("--out", required=True, help="model folder (save_pretrained)")
     p.add_argument("--report", required=True, help="training + evaluation summary (JSON)")
     p.set_defaults(stage="culture_neurons.demo.train:train_demo_stage")

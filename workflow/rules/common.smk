@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
+from snakemake.logging import logger
 from snakemake.utils import update_config
 
 from culture_neurons.ablation.conditions import (
@@ -15,6 +16,7 @@ from culture_neurons.ablation.conditions import (
     ratio_label,
 )
 from culture_neurons.data.prepare import planned_cultures
+from culture_neurons.demo.shipped import demo_recipe, trains_here
 from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
@@ -130,12 +132,44 @@ def model_entry(name):
 
 
 def demo_model_names():
-    """Models that the workflow trains itself (the embedded demo's tiny VLM)."""
+    """Models of the embedded demo (a demo_training block): the shipped weights at their path,
+    or trained here by rule train_demo_model."""
     return [name for name in model_names() if "demo_training" in model_entry(name)]
 
 
+@functools.cache
+def demo_training_plan(name):
+    """(whether rule train_demo_model trains this model, the reasons): the weights at its path
+    stand for it only if their provenance's recipe is this config's (README, "The demo model").
+    """
+    if not is_demo_dataset():
+        raise ValueError(
+            f"models.{name}.demo_training: the demo model learns the embedded demo's data, "
+            "so it needs dataset.demo"
+        )
+    entry = model_entry(name)
+    training = entry["demo_training"]
+    recipe = demo_recipe(config["dataset"]["demo"], training)
+    try:
+        return trains_here(training["train"], entry["path"], recipe)
+    except Exception as error:
+        raise ValueError(f"models.{name}: {error}") from None
+
+
+def trained_demo_model_names():
+    return [name for name in demo_model_names() if demo_training_plan(name)[0]]
+
+
 def demo_weights(name):
+    """Where rule train_demo_model trains a demo model that does not use shipped weights."""
     return f"results/{name}/demo_weights"
+
+
+def model_path(name):
+    """The weights a model's jobs load: a trained demo model's own, else models.<name>.path."""
+    if name in trained_demo_model_names():
+        return demo_weights(name)
+    return model_entry(name)["path"]
 
 
 def gguf_model_names():
@@ -149,10 +183,11 @@ def checkpoint_dir(name):
 
 def check_demo_models():
     for name in demo_model_names():
-        if model_entry(name)["path"] != demo_weights(name):
-            raise ValueError(
-                f"models.{name}.path must be {demo_weights(name)}: a model with demo_training "
-                "is trained by the workflow into that folder"
+        trains, reasons = demo_training_plan(name)
+        if trains:
+            logger.info(
+                f"{name}: rule train_demo_model trains it into {demo_weights(name)}, not the "
+                f"weights at {model_entry(name)['path']}: {'; '.join(reasons)}"
             )
     for name in gguf_model_names():
         source = model_entry(name)["gguf"]
@@ -201,17 +236,30 @@ def get_demo_training_json(wildcards):
     )
 
 
+def get_demo_data_json(wildcards):
+    return shlex.quote(json.dumps(config["dataset"]["demo"], sort_keys=True))
+
+
 def get_model_input(wildcards):
     """Weights the workflow makes (a demo model's training, a GGUF conversion) are inputs, also
-    of another model entry that names them (e.g. a blind run); hub models need none."""
-    made = {demo_weights(n) for n in demo_model_names()}
+    of another model entry that names them (e.g. a blind run); so are the shipped demo weights,
+    so that regenerated weights rerun what used them. Hub models need none."""
+    made = {demo_weights(n) for n in trained_demo_model_names()}
     made |= {checkpoint_dir(n) for n in gguf_model_names()}
-    path = model_entry(wildcards.model)["path"]
+    shipped = {
+        model_entry(n)["path"]
+        for n in demo_model_names()
+        if n not in trained_demo_model_names()
+    }
+    path = model_path(wildcards.model)
+    if path in shipped:
+        return [f"{path}/model.safetensors"]
     return [path] if path in made else []
 
 
 def get_model_json(wildcards):
-    return shlex.quote(json.dumps(model_entry(wildcards.model), sort_keys=True))
+    entry = {**model_entry(wildcards.model), "path": model_path(wildcards.model)}
+    return shlex.quote(json.dumps(entry, sort_keys=True))
 
 
 def get_batch_size(wildcards, attempt):
@@ -408,7 +456,7 @@ def get_significance_specs(wildcards):
 
 def get_final_targets():
     targets = [f"{data_dir()}/items.parquet", f"{data_dir()}/report.md"]
-    for name in demo_model_names():
+    for name in trained_demo_model_names():
         targets.append(f"results/{name}/demo_model.json")
     for name in model_names():
         targets += [

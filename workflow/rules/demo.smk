@@ -28,13 +28,15 @@ rule train_demo_model:
     log:
         "logs/train_demo_model/{model}.log",
     wildcard_constraints:
-        model="|".join(demo_model_names()) or "^$",
+        model="|".join(trained_demo_model_names()) or "^$",
     conda:
         "../../envs/model.yaml"
     threads: 2
     params:
         settings=get_demo_training_json,
+        demo_data=get_demo_data_json,
     shell:
         "culture-neurons --threads {threads} train-demo --items {input.item_table}"
         " --train-items {input.train_table} --settings {params.settings}"
+        " --demo-data {params.demo_data}"
         " --out {output.model} --report {output.report} > {log} 2>&1"

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.demo.model import train_demo_model
+from culture_neurons.demo.shipped import demo_recipe, provenance_record, write_provenance
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
@@ -43,9 +45,12 @@ def train_demo_stage(
     out: str | Path,
     report: str | Path,
     settings: Mapping[str, Any] | None = None,
+    demo_data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train into ``out`` (`save_pretrained`), write the training and evaluation summary (JSON) to
-    ``report`` and return it. ``settings``: the config's `demo_training` block."""
+    ``report`` and return it. ``settings``: the config's `demo_training` block; ``demo_data``: its
+    `dataset.demo` block, which with ``settings`` makes the recipe written to ``out``'s
+    provenance (what decides whether these weights can stand for a config's demo model)."""
     table = pd.read_parquet(items)
     train = pd.read_parquet(train_items)
     if train.empty:
@@ -53,6 +58,7 @@ def train_demo_stage(
     settings = dict(settings or {})
     # A demo model at chance makes every later result noise; say so here, not in Table 2.
     require_above_chance = bool(settings.pop("require_above_chance", True))
+    settings.pop("train", None)  # how the workflow gets the model, not a training setting
     summary = train_demo_model(train, table, out, settings)
     log.info("trained in %.1f s (final loss %.3f)", summary["train_s"], summary["final_loss"])
     adapter = load_adapter({"family": "qwen2_5_vl", "path": str(out), "dtype": "float32"})
@@ -67,6 +73,9 @@ def train_demo_stage(
     summary["chance_p_value"] = p_value
     summary["above_chance"] = p_value < ABOVE_CHANCE_P
     Path(report).write_text(json.dumps(summary, indent=2) + "\n")
+    if demo_data is not None:
+        recipe = demo_recipe(demo_data, summary["settings"])
+        write_provenance(out, provenance_record(recipe, summary, torch.get_num_threads()))
     log.info(
         "demo model accuracy on the evaluation split: %.1f%% (chance %.0f%%, one-sided p = %.2g)",
         100 * summary["evaluation_accuracy"], 100 * CHANCE, p_value,
