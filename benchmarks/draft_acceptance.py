@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from culture_neurons.data.split import EVALUATION, split_rows
+from culture_neurons.demo.shipped import SHIPPED_MODEL_DIR
 from culture_neurons.inference.decoding import DecodeStats
 from culture_neurons.inference.engine import answer_masked
 from culture_neurons.models import load_adapter
@@ -30,7 +31,7 @@ REPEATS = 3
 
 def main(out_dir: str) -> None:
     torch.set_num_threads(2)
-    adapter = load_adapter({"family": "qwen2_5_vl", "path": f"{MODEL}/demo_weights",
+    adapter = load_adapter({"family": "qwen2_5_vl", "path": SHIPPED_MODEL_DIR,
                             "dtype": "float32"})  # fmt: skip
     rows = split_rows(pd.read_parquet("results/data/demo/items.parquet"), EVALUATION)
     selected, cultures, _ = read_masks(f"{MODEL}/masks/cas.zarr")

@@ -11,6 +11,7 @@ import pytest
 from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.demo.generate import generate_demo_dataset
 from culture_neurons.demo.model import build_demo_tokenizer, train_demo_model
+from culture_neurons.demo.shipped import demo_recipe, read_provenance
 from culture_neurons.demo.train import chance_p_value, train_demo_stage
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_all
@@ -88,8 +89,10 @@ def test_a_demo_model_at_chance_stops_the_stage_unless_allowed(demo_items, tmp_p
     items, train = demo_items
     items.to_parquet(tmp_path / "items.parquet")
     train.to_parquet(tmp_path / "train.parquet")
-    settings = {"steps": 12, "batch_size": 8, "hidden_size": 32, "layers": 2,
-                "intermediate_size": 64}  # fmt: skip
+    # Learning rate 0: the model stays at its random init, at chance on any machine (a few
+    # steps of real training could land on either side of the threshold by arithmetic alone).
+    settings = {"steps": 4, "batch_size": 8, "hidden_size": 32, "layers": 2,
+                "intermediate_size": 64, "learning_rate": 0.0}  # fmt: skip
     args = (tmp_path / "items.parquet", tmp_path / "train.parquet", tmp_path / "model")
     with pytest.raises(InputError, match=r"not above chance .*require_above_chance: false"):
         train_demo_stage(*args, tmp_path / "report.json", settings)
@@ -99,3 +102,24 @@ def test_a_demo_model_at_chance_stops_the_stage_unless_allowed(demo_items, tmp_p
     assert summary["above_chance"] is False and summary["chance_p_value"] > 0.01
     assert json.loads((tmp_path / "kept.json").read_text())["above_chance"] is False
     assert "require_above_chance" not in summary["settings"]  # not a training setting
+
+
+def test_the_stage_writes_the_recipe_it_trained_from_beside_the_weights(demo_items, tmp_path):
+    items, train = demo_items
+    items.to_parquet(tmp_path / "items.parquet")
+    train.to_parquet(tmp_path / "train.parquet")
+    demo_data = {"spec": "resources/demo/cultures.yaml", "seed": 3, "image_size": 56,
+                 "train_items_per_pair": 24, "control_train_items_per_pair": 80}  # fmt: skip
+    settings = {"steps": 4, "batch_size": 8, "hidden_size": 32, "layers": 2,
+                "intermediate_size": 64, "train": True, "require_above_chance": False}  # fmt: skip
+    summary = train_demo_stage(
+        tmp_path / "items.parquet", tmp_path / "train.parquet", tmp_path / "model",
+        tmp_path / "report.json", settings, demo_data,
+    )  # fmt: skip
+    provenance = read_provenance(tmp_path / "model")
+    assert provenance["recipe"] == demo_recipe(demo_data, settings)
+    assert provenance["training"]["final_loss"] == summary["final_loss"]
+    assert provenance["evaluation"]["evaluation_items"] == summary["evaluation_items"]
+    assert provenance["made_with"]["threads"] >= 1
+    # The recipe's training part is what was trained (train is not a training setting).
+    assert provenance["recipe"]["training"] == summary["settings"]

@@ -23,6 +23,7 @@ from snakemake.utils import validate
 from culture_neurons import cli
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = "demo-qwen25vl-tiny"
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
 
 
@@ -78,6 +79,7 @@ def test_blind_overlay_is_valid_merged_into_the_demo():
         (lambda c: c["dataset"].update(kind="csv"), "kind"),
         (lambda c: next(iter(c["models"].values())).update(image="blur"), "image"),
         (lambda c: next(iter(c["models"].values())).update(gguf={"url": "x"}), "url"),
+        (lambda c: c["models"][DEMO_MODEL]["demo_training"].update(train="yes"), "train"),
     ],
 )
 def test_schema_rejects_bad_config_naming_the_key(mutate, key):
@@ -114,10 +116,58 @@ def test_demo_dry_run_plans_the_demo():
     counts = dry_run()
     assert counts["make_demo_data"] == 1
     assert counts["prepare_data"] == 1
-    assert counts["train_demo_model"] == 1
+    assert "train_demo_model" not in counts  # the shipped weights are the demo config's model
     assert counts["baseline_and_record"] == len(load("config.yaml")["models"])
     assert counts["all"] == 1
     assert planned_models() == set(load("config.yaml")["models"])
+
+
+def loaded_weights(*args: str) -> set[str]:
+    """The model paths that the dry run's record jobs load (their --model JSON's path)."""
+    result = subprocess.run(
+        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if " record " in line]
+    assert commands, result.stdout[-2000:]
+    return {path for line in commands for path in re.findall(r'"path": "([^"]+)"', line)}
+
+
+def test_the_demo_records_the_shipped_weights():
+    assert loaded_weights() == {"resources/demo/model"}
+
+
+def test_train_demo_overlay_trains_the_model_and_records_what_it_trained():
+    args = ("--configfile", "config.yaml", "configs/train-demo.yaml")
+    assert dry_run(*args)["train_demo_model"] == 1
+    assert loaded_weights(*args) == {"results/demo-qwen25vl-tiny/demo_weights"}
+
+
+@pytest.mark.parametrize(
+    ("change", "trains"),
+    [
+        (lambda c: c["models"][DEMO_MODEL]["demo_training"].update(steps=300), True),
+        (lambda c: c["models"][DEMO_MODEL]["demo_training"].update(hidden_size=64), True),
+        (lambda c: c["dataset"]["demo"].update(train_items_per_pair=160), True),
+        (lambda c: c["dataset"]["demo"].update(seed=7), True),
+        # The evaluation portion has its own random stream: the shipped model stays the model.
+        (lambda c: c["dataset"]["demo"].update(test_items_per_pair=128), False),
+        (lambda c: c["models"][DEMO_MODEL]["demo_training"].update(require_above_chance=False),
+         False),
+    ],
+)  # fmt: skip
+def test_a_config_that_changes_the_demo_models_recipe_trains_it_here(tmp_path, change, trains):
+    counts = dry_run(*_demo_variant(tmp_path, change))
+    assert ("train_demo_model" in counts) is trains
+
+
+def test_train_false_with_another_recipe_fails_naming_the_difference(tmp_path):
+    config = load("config.yaml")
+    config["models"][DEMO_MODEL]["demo_training"].update(train=False, steps=300)
+    output = failed_dry_run(tmp_path, config)
+    assert "training.steps: wanted 300, made with 750" in output
+    assert f"models.{DEMO_MODEL}" in output
 
 
 def test_demo_plans_the_attribution_pass_and_the_control_task_once():
@@ -187,7 +237,7 @@ def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
 
 def test_blind_overlay_adds_one_branch_on_the_same_weights():
     counts = dry_run("--configfile", "config.yaml", "configs/demo-blind.yaml")
-    assert counts["train_demo_model"] == 1  # the blind model reuses the seeing one's weights
+    assert "train_demo_model" not in counts  # both load the shipped weights
     assert counts["baseline_and_record"] == 2
     assert planned_models("--configfile", "config.yaml", "configs/demo-blind.yaml") == {
         "demo-qwen25vl-tiny", "demo-qwen25vl-tiny-blind",
