@@ -63,7 +63,8 @@ def rule_times(lines: list[str]) -> dict:
 def main(log: str, out: str) -> None:
     result = rule_times(Path(log).read_text().splitlines())
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wall {result['wall_s']:.0f} s, {result['jobs']} jobs, {result['job_seconds']:.0f} job-s")
+    wall, jobs, job_s = result["wall_s"], result["jobs"], result["job_seconds"]
+    print(f"wall {wall:.0f} s, {jobs} jobs, {job_s:.0f} job-s")
     for rule, entry in result["rules"].items():
         print(f"{rule:24s} {entry['jobs']:3d} jobs {entry['seconds']:7.0f} s {entry['share']:6.1%}")
 

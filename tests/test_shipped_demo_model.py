@@ -23,8 +23,8 @@ from culture_neurons.demo.shipped import (
     demo_recipe,
     read_provenance,
     recipe_differences,
-    trains_here,
     training_settings,
+    trains_here,
     write_provenance,
 )
 from culture_neurons.errors import InputError
