@@ -75,7 +75,8 @@ def test_chance_p_value_is_the_binomial_upper_tail():
     assert chance_p_value(3, 3) == pytest.approx(0.25**3)
     # P(X >= 2 | 3, 1/4) = 3 * (1/4)^2 * (3/4) + (1/4)^3
     assert chance_p_value(2, 3) == pytest.approx(3 * 0.25**2 * 0.75 + 0.25**3)
-    # The demo's 256 evaluation items: 80 correct (31.3%) is not enough, 81 (31.6%) is (p < 0.01).
+    # The shipped model's 256 evaluation items (64 test items per pair): 80 correct (31.3%) is
+    # not enough, 81 (31.6%) is (p < 0.01).
     assert chance_p_value(80, 256) > 0.01 > chance_p_value(81, 256)
     # Large n (too large for float combinations): the normal approximation, continuity-corrected.
     z = (2600 - 0.5 - 2500) / math.sqrt(10_000 * 0.25 * 0.75)
