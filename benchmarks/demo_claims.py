@@ -106,9 +106,11 @@ def masks(run: Path) -> list[str]:
         group = zarr.open_group(str(run / f"results/{MODEL}/masks/{selector}.zarr"), mode="r")
         candidates = group.attrs["candidates_per_culture"].values()
         selected = np.asarray(group["selected"][:]).reshape(len(candidates), -1).sum(axis=1)
+        per_layer = np.asarray(group["selected"][:]).sum(axis=(0, 2))
         lines.append(
             f"- {name}: candidates {min(candidates)}–{max(candidates)}, selected "
-            f"{selected.min()}–{selected.max()} (ratio {group.attrs['ratio']})"
+            f"{selected.min()}–{selected.max()} (ratio {group.attrs['ratio']}); all cultures' "
+            f"neurons per layer: {', '.join(str(n) for n in per_layer)}"
         )
     return lines
 
@@ -161,7 +163,12 @@ def main(run_dir: str, out: str) -> None:
     table2 = (run / "results/summary/table2.md").read_text().strip()
     control = (run / f"results/{MODEL}/control_effect.md").read_text().strip()
     sections = [
-        ["# The demo's numbers, from one run", "", f"Written by `python {' '.join(sys.argv)}`."],
+        [
+            "# The demo's numbers, from one run",
+            "",
+            "Written by `benchmarks/demo_claims.py` from a finished `snakemake --cores 2` of "
+            "`config.yaml` on a fresh clone.",
+        ],
         baseline(run),
         ["## Table 2 (`results/summary/table2.md`)", "", table2],
         significance(run),
