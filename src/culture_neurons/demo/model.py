@@ -27,6 +27,7 @@ from transformers import (
     Qwen2VLImageProcessor,
 )
 
+from culture_neurons.demo.defaults import DEFAULT_TRAINING
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import prompt_items
 from culture_neurons.models.prompt import build_prompt_text
@@ -48,16 +49,6 @@ SPECIAL_TOKENS = [
 UNK = "[UNK]"
 # Lower-cased words around the fixed prompt text: the chat template's system turn and roles.
 TEMPLATE_WORDS = "you are a helpful assistant . system user assistant"
-
-DEFAULT_TRAINING = {
-    "seed": 0,
-    "steps": 750,
-    "batch_size": 32,
-    "learning_rate": 3e-3,
-    "hidden_size": 128,
-    "layers": 4,
-    "intermediate_size": 512,
-}
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:

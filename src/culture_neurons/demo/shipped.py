@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from culture_neurons.demo.defaults import DEFAULT_TRAINING
 from culture_neurons.demo.generate import GENERATOR_VERSION
-from culture_neurons.demo.model import DEFAULT_TRAINING
 from culture_neurons.errors import InputError
 
 SHIPPED_MODEL_DIR = "resources/demo/model"

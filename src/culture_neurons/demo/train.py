@@ -15,7 +15,12 @@ import torch
 
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.demo.model import train_demo_model
-from culture_neurons.demo.shipped import demo_recipe, provenance_record, write_provenance
+from culture_neurons.demo.shipped import (
+    demo_recipe,
+    provenance_record,
+    training_settings,
+    write_provenance,
+)
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
@@ -57,9 +62,8 @@ def train_demo_stage(
         raise InputError(f"{train_items} has no items: the demo model needs a train portion")
     settings = dict(settings or {})
     # A demo model at chance makes every later result noise; say so here, not in Table 2.
-    require_above_chance = bool(settings.pop("require_above_chance", True))
-    settings.pop("train", None)  # how the workflow gets the model, not a training setting
-    summary = train_demo_model(train, table, out, settings)
+    require_above_chance = bool(settings.get("require_above_chance", True))
+    summary = train_demo_model(train, table, out, training_settings(settings))
     log.info("trained in %.1f s (final loss %.3f)", summary["train_s"], summary["final_loss"])
     adapter = load_adapter({"family": "qwen2_5_vl", "path": str(out), "dtype": "float32"})
     evaluation = split_rows(table, EVALUATION)
