@@ -139,7 +139,7 @@ def demo_model_names():
 
 @functools.cache
 def demo_training_plan(name):
-    """(whether rule train_demo_model trains this model, the reasons): the weights at its path
+    """Whether train_demo_model trains this model here, and why; the weights at its path
     stand for it only if their provenance's recipe is this config's (README, "The demo model").
     """
     if not is_demo_dataset():
