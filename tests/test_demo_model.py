@@ -75,9 +75,10 @@ def test_chance_p_value_is_the_binomial_upper_tail():
     assert chance_p_value(3, 3) == pytest.approx(0.25**3)
     # P(X >= 2 | 3, 1/4) = 3 * (1/4)^2 * (3/4) + (1/4)^3
     assert chance_p_value(2, 3) == pytest.approx(3 * 0.25**2 * 0.75 + 0.25**3)
-    # The shipped model's 256 evaluation items (64 test items per pair): 80 correct (31.3%) is
-    # not enough, 81 (31.6%) is (p < 0.01).
+    # 256 evaluation items (the demo's at 64 test items per pair): 80 correct (31.3%) is not
+    # enough, 81 (31.6%) is (p < 0.01); at 512, 151 is not and 152 (29.7%) is.
     assert chance_p_value(80, 256) > 0.01 > chance_p_value(81, 256)
+    assert chance_p_value(151, 512) > 0.01 > chance_p_value(152, 512)
     # Large n (too large for float combinations): the normal approximation, continuity-corrected.
     z = (2600 - 0.5 - 2500) / math.sqrt(10_000 * 0.25 * 0.75)
     normal = 0.5 * math.erfc(z / math.sqrt(2))
