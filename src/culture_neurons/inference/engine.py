@@ -9,8 +9,9 @@ masking multiplies them by the row's own keep mask, so many masks share one batc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from culture_neurons.data.images import load_image
+from culture_neurons.data.images import PixelBound, load_image
 from culture_neurons.inference import batch_memory
 from culture_neurons.inference.answers import extract_choice, is_correct
 from culture_neurons.inference.batch_memory import BatchSizer
@@ -31,6 +32,7 @@ from culture_neurons.inference.decoding import (
     capture_prompts,
     greedy_decode,
 )
+from culture_neurons.inference.inputs import InputStats, stream
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.models.hooks import KeepMasks
@@ -57,10 +59,13 @@ class BatchAnswers:
     act_sum: np.ndarray | None = None  # [L, D] float64, summed over the batch's valid tokens
 
 
-def prompt_items(rows: pd.DataFrame, *, with_images: bool = True) -> list[dict[str, Any]]:
+def prompt_items(
+    rows: pd.DataFrame, *, with_images: bool = True, bound: PixelBound | None = None
+) -> list[dict[str, Any]]:
     """Model inputs of items.parquet rows: question, options and the decoded image (or the
     in-memory ``image`` column that the benchmark's rows carry). The image is None for a text
-    item (no image source) and when ``with_images`` is False (a model run blind)."""
+    item (no image source) and when ``with_images`` is False (a model run blind). ``bound``
+    (the adapter's `image_bound`) decodes images no larger than the model's processor keeps."""
     in_memory = "image" in rows.columns
 
     def image_of(row) -> Any:
@@ -68,12 +73,17 @@ def prompt_items(rows: pd.DataFrame, *, with_images: bool = True) -> list[dict[s
             return None
         if in_memory:
             return row.image
-        return load_image(row.image_source, row.image_row) if row.image_source else None
+        return load_image(row.image_source, row.image_row, bound) if row.image_source else None
 
     return [
         {"question": row.question, "options": list(row.options), "image": image_of(row)}
         for row in rows.itertuples(index=False)
     ]
+
+
+def model_items(adapter: ModelAdapter, rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """`prompt_items` as ``adapter``'s model takes them: blind or not, images within its bound."""
+    return prompt_items(rows, with_images=adapter.takes_images, bound=adapter.image_bound)
 
 
 def score(texts: Sequence[str], rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +106,19 @@ def answer_batch(
     keep: torch.Tensor | None = None,
     row_mask_index: torch.Tensor | None = None,
     offset: torch.Tensor | None = None,
+    items: Sequence[dict[str, Any]] | None = None,
 ) -> BatchAnswers:
     """Greedy answers for ``rows`` in one batch (fast path); records statistics and/or applies
-    interventions (``keep`` factors and ``offset`` banks, see `apply_keep_masks`).
+    interventions (``keep`` factors and ``offset`` banks, see `apply_keep_masks`). ``items``:
+    the rows' `model_items`, when loaded ahead (see `culture_neurons.inference.inputs`).
 
     The rows keep the processor's padding, so the recording's valid-token mask fits the prefill.
     """
-    batch = adapter.build_batch(prompt_items(rows, with_images=adapter.takes_images))
+    if items is None:
+        items = model_items(adapter, rows)
+    if len(items) != len(rows):
+        raise ValueError(f"{len(items)} prompt items for {len(rows)} rows")
+    batch = adapter.build_batch(items)
     prompts = capture_prompts(adapter, batch)
     settings = GreedySettings.from_model(adapter.model)
     with _interventions(adapter, batch, record, keep, row_mask_index, offset) as (
@@ -137,8 +153,8 @@ def reference_answers(
 ) -> list[str]:
     """The plain loop the fast path must match: `generate()` one item at a time, one bank."""
     texts = []
-    for item in prompt_items(rows, with_images=adapter.takes_images):
-        batch = adapter.build_batch([item])
+    for position in range(len(rows)):  # one image decoded at a time
+        batch = adapter.build_batch(model_items(adapter, rows.iloc[position : position + 1]))
         modules = adapter.act_fn_modules()
         with ExitStack() as stack:
             if keep is not None:
@@ -274,14 +290,29 @@ def answer_masked(
     stats = stats if stats is not None else DecodeStats()
     runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
     runner.drafting.on = bool(drafts) and keep is not None
-    all_items = prompt_items(rows, with_images=adapter.takes_images)
-    with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
-        for first in range(0, len(rows), items_per_window):
-            window = range(first, min(first + items_per_window, len(rows)))
+    windows = [
+        range(first, min(first + items_per_window, len(rows)))
+        for first in range(0, len(rows), items_per_window)
+    ]
+    inputs = InputStats()
+    # The next window's images are decoded in the background while this one is answered; only
+    # two windows of (downscaled) images are ever held, however many rows there are.
+    loaded = stream(
+        windows,
+        lambda window: model_items(adapter, rows.iloc[window.start : window.stop]),
+        stats=inputs,
+        size=len,
+    )
+    began = time.perf_counter()
+    with (
+        closing(loaded),
+        tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress,
+    ):
+        for window, window_items in loaded:
             prompts: dict[int, Prompt] = {}
             for start in range(window.start, window.stop, batch_size):
                 ids = list(range(start, min(start + batch_size, window.stop)))
-                batch = adapter.build_batch([all_items[i] for i in ids])
+                batch = adapter.build_batch([window_items[i - window.start] for i in ids])
                 prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
             by_length = sorted(window, key=lambda i: prompts[i].length)
             if runner.drafting.on:
@@ -295,6 +326,8 @@ def answer_masked(
             decoded = runner.run(pairs, prompts, progress)
             for (item, mask), text in zip(pairs, decode_texts(adapter, decoded), strict=True):
                 texts[mask][item] = text
+    inputs.model_s = time.perf_counter() - began - inputs.wait_s
+    log.info("%s: %s", desc, inputs.summary())
     tables = []
     for mask_texts in texts:
         choices, correct = score(mask_texts, rows)

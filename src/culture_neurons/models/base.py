@@ -17,8 +17,10 @@ import torch
 import transformers
 from transformers import AutoProcessor, BatchFeature, PreTrainedModel
 
+from culture_neurons.data.images import PixelBound
 from culture_neurons.errors import InputError
 
+from .image_bound import processor_bound
 from .layers import decoder_act_fns, find_decoder_layers, mlp_width
 from .loading import hub_kwargs, model_kwargs, resolve_class
 from .prompt import build_messages, build_prompt_text
@@ -194,6 +196,15 @@ class ModelAdapter:
         if self.spec is not None and self.spec.image == "drop":
             return False
         return getattr(self.processor, "image_processor", None) is not None
+
+    @property
+    def image_bound(self) -> PixelBound | None:
+        """How small an item's image may be decoded without changing this model's input (what
+        its image processor resizes to); None: decode at full size (no image, or a processor
+        whose resizing is not known)."""
+        if not self.takes_images:
+            return None
+        return processor_bound(getattr(self.processor, "image_processor", None))
 
     def render_prompt(
         self, question: str, options: Sequence[str], *, with_image: bool | None = None

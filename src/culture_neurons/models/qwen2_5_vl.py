@@ -9,7 +9,10 @@ from typing import Any
 
 from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, PreTrainedModel
 
+from culture_neurons.data.images import PixelBound
+
 from .base import ModelAdapter
+from .image_bound import area_bound
 from .loading import hub_kwargs
 from .qwen_processing import QwenVLImageProcessorStandIn, load_processor_chat_template
 from .spec import AdapterSpec
@@ -69,3 +72,10 @@ class Qwen2_5_VLAdapter(ModelAdapter):
             )
         cap_image_pixels(processor.image_processor, min_pixels, max_pixels)
         return processor
+
+    @property
+    def image_bound(self) -> PixelBound | None:
+        """Qwen's processor scales an image to at most its ``max_pixels`` (`cap_image_pixels`)."""
+        if not self.takes_images:
+            return None
+        return area_bound(self.processor.image_processor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from culture_neurons import __version__
-from culture_neurons.inference.engine import answer_all, answer_batch, answer_table, batches
+from culture_neurons.inference.engine import (
+    BatchAnswers,
+    answer_all,
+    answer_batch,
+    answer_table,
+    batches,
+    model_items,
+)
+from culture_neurons.inference.inputs import InputStats, stream
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.record.store import ActivationStore, create_or_resume, open_store
 
@@ -63,38 +72,59 @@ def record_identification(
     if len(pending) < store.n_chunks:
         log.info("resuming %s: %d of %d chunks left", partial, len(pending), store.n_chunks)
     timings = {"model_s": 0.0, "write_s": 0.0}
-    done_now = 0
-    with tqdm(total=len(rows), desc="record", unit="item", mininterval=2.0) as progress:
+    work = [
+        (chunk, batch_rows)
+        for chunk in pending[:stop_after_chunks]
+        for batch_rows in batches(rows.iloc[store.chunk_slice(chunk)], batch_size)
+    ]
+    inputs = InputStats()
+    # The next batch's images are decoded in the background while this one is answered.
+    loaded = stream(
+        work, lambda piece: model_items(adapter, piece[1]), stats=inputs, size=lambda p: len(p[1])
+    )
+    parts: list[BatchAnswers] = []
+    start = time.perf_counter()
+    with (
+        closing(loaded),
+        tqdm(total=len(rows), desc="record", unit="item", mininterval=2.0) as progress,
+    ):
         progress.update(len(rows) - store.pending_items())
-        for chunk in pending:
-            if stop_after_chunks is not None and done_now >= stop_after_chunks:
-                return None, timings
-            chunk_rows = rows.iloc[store.chunk_slice(chunk)]
-            parts = []
-            start = time.perf_counter()
-            for batch_rows in batches(chunk_rows, batch_size):
-                parts.append(
-                    answer_batch(adapter, batch_rows, max_new_tokens=max_new_tokens, record=True)
+        for index, ((chunk, batch_rows), items) in enumerate(loaded):
+            parts.append(
+                answer_batch(
+                    adapter, batch_rows, max_new_tokens=max_new_tokens, record=True, items=items
                 )
-                progress.update(len(batch_rows))
+            )
+            progress.update(len(batch_rows))
+            if index + 1 < len(work) and work[index + 1][0] == chunk:
+                continue
             timings["model_s"] += time.perf_counter() - start
             start = time.perf_counter()
-            store.write_chunk(
-                chunk,
-                np.concatenate([p.fire_count for p in parts]),
-                np.concatenate([p.pos_sum for p in parts]),
-                np.concatenate([p.tokens for p in parts]),
-                np.concatenate([p.correct for p in parts]),
-                answers=[t for p in parts for t in p.texts],
-                choices=np.concatenate([p.choices for p in parts]),
-                act_sum=np.sum([p.act_sum for p in parts], axis=0),
-            )
+            _write_chunk(store, chunk, parts)
+            parts = []
             timings["write_s"] += time.perf_counter() - start
-            done_now += 1
+            start = time.perf_counter()
+    inputs.model_s = timings["model_s"] - inputs.wait_s
+    log.info("record: %s", inputs.summary())
+    if stop_after_chunks is not None and stop_after_chunks < len(pending):
+        return None, timings
     final = Path(store_path)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     return open_store(final), timings
+
+
+def _write_chunk(store: ActivationStore, chunk: int, parts: list[BatchAnswers]) -> None:
+    store.write_chunk(
+        chunk,
+        np.concatenate([p.fire_count for p in parts]),
+        np.concatenate([p.pos_sum for p in parts]),
+        np.concatenate([p.tokens for p in parts]),
+        np.concatenate([p.correct for p in parts]),
+        answers=[t for p in parts for t in p.texts],
+        choices=np.concatenate([p.choices for p in parts]),
+        act_sum=np.sum([p.act_sum for p in parts], axis=0),
+    )
 
 
 def baseline_table_from_store(store: ActivationStore, rows: pd.DataFrame) -> pd.DataFrame:
