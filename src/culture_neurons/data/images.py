@@ -33,34 +33,44 @@ ROW_GROUP_CACHE_BYTES = 256 * 2**20
 class PixelBound:
     """How small an image may be decoded without changing what the model's processor makes of it.
 
-    ``max_pixels``: the processor scales an image down to at most this area (Qwen2.5-VL), so a
-    larger one may be scaled to it first. ``min_width``/``min_height``: the processor needs at
-    least these sides (a fixed input size, or LLaVA-NeXT's largest grid pinpoint), so an image
-    may be scaled down until one side reaches its minimum. Given both, the larger image wins.
+    ``max_pixels``: the processor scales an image down to at most this area, its sides
+    multiples of ``factor`` (Qwen2.5-VL's `smart_resize`: 28), so a larger image may be scaled
+    to exactly that size first. ``min_width``/``min_height``: the processor needs at least these
+    sides (a fixed input size, or LLaVA-NeXT's largest grid pinpoint), so an image may be scaled
+    down until one side reaches its minimum. Given both, the larger size wins.
     """
 
     max_pixels: int | None = None
     min_width: int = 0
     min_height: int = 0
+    factor: int = 1
 
     def __post_init__(self) -> None:
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         if self.min_width < 0 or self.min_height < 0:
             raise ValueError(f"negative minimum size {self.min_width}x{self.min_height}")
+        if self.factor < 1:
+            raise ValueError(f"factor must be positive, got {self.factor}")
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
-        """The size to decode a ``width`` x ``height`` image to: never larger, same aspect
-        ratio (sides rounded up, so never below the bound)."""
-        scales = []
-        if self.max_pixels is not None:
-            scales.append(math.sqrt(self.max_pixels / (width * height)))
+        """The size to decode a ``width`` x ``height`` image to: never larger, never smaller
+        than the processor's own result, the aspect ratio kept as the processor keeps it."""
+        sizes = [] if self.max_pixels is None else [self._area(width, height)]
         if self.min_width or self.min_height:
-            scales.append(max(self.min_width / width, self.min_height / height))
-        scale = max(scales, default=1.0)
-        if scale >= 1.0:
+            scale = min(1.0, max(self.min_width / width, self.min_height / height))
+            sizes.append((max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+        return max(sizes, key=lambda size: size[0] * size[1], default=(width, height))
+
+    def _area(self, width: int, height: int) -> tuple[int, int]:
+        # smart_resize's arithmetic (transformers' Qwen2-VL image processor): only an image over
+        # the bound after rounding to the factor is scaled down, to sides floored to the factor,
+        # which the processor then keeps as they are.
+        f = self.factor
+        if round(height / f) * f * round(width / f) * f <= self.max_pixels:
             return width, height
-        return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+        beta = math.sqrt(width * height / self.max_pixels)
+        return max(f, math.floor(width / beta / f) * f), max(f, math.floor(height / beta / f) * f)
 
 
 def decode_image(

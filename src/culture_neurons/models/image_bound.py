@@ -24,12 +24,16 @@ def size_fields(size: Any) -> dict[str, int]:
 
 def area_bound(image_processor: Any) -> PixelBound | None:
     """Qwen2-VL-style processors scale an image to at most ``max_pixels`` (its ``size``'s
-    ``longest_edge``, or the older ``max_pixels`` attribute), keeping the aspect ratio."""
+    ``longest_edge``, or the older ``max_pixels`` attribute), sides multiples of the patch size
+    times the merge size."""
     if not getattr(image_processor, "do_resize", True):
         return None
     fields = size_fields(getattr(image_processor, "size", None))
     max_pixels = getattr(image_processor, "max_pixels", None) or fields.get("longest_edge")
-    return PixelBound(max_pixels=int(max_pixels)) if max_pixels else None
+    patch, merge = (getattr(image_processor, n, None) for n in ("patch_size", "merge_size"))
+    if not (max_pixels and patch and merge):
+        return None
+    return PixelBound(max_pixels=int(max_pixels), factor=int(patch) * int(merge))
 
 
 def pinpoints_bound(image_processor: Any) -> PixelBound | None:
