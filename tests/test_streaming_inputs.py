@@ -78,8 +78,11 @@ def test_loading_overlaps_the_consumer() -> None:
         time.sleep(0.04)
         return chunk
 
+    start = time.perf_counter()
     for _ in stream(range(10), load, stats=stats, size=lambda chunk: 2):
         time.sleep(0.06)  # the model's work
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.85, elapsed  # one after the other: 10 x (0.04 + 0.06) = 1.0 s
     assert stats.items == 20
     assert stats.load_s >= 0.35
     assert stats.wait_s < 0.5 * stats.load_s, stats
