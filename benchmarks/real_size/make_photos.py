@@ -7,7 +7,8 @@ The photos are 3000x2000 to 4032x3024, landscape and portrait, textured like a p
 MB each at JPEG quality 90), every third one stored on its side with an EXIF orientation tag (6
 or 8), as phones write them. ``--distinct`` photos are drawn and their bytes reused across rows
 (drawing hundreds of 12-megapixel photos takes minutes); every row is still decoded on its own.
-Row groups hold 32 rows, about 100 MB, like the hub's parquet conversion of CVQA.
+Rows are in blocks of one culture each, as CVQA's shards hold a subset's rows together; row groups
+hold 32 rows, about 100 MB, like the hub's parquet conversion of CVQA.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> None:
     ]
     rows = []
     for k in range(args.items):
-        language, country, _ = PAIRS[k % len(PAIRS)]
+        language, country, _ = PAIRS[k * len(PAIRS) // args.items]
         rows.append(
             {
                 "image": {"bytes": photos[k % len(photos)], "path": None},

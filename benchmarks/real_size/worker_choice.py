@@ -2,7 +2,7 @@
 does) while the main thread runs torch work, three ways: in line, in `inputs.stream`'s
 background thread, in a `torch.utils.data.DataLoader` worker process.
 
-    PYTHONPATH=src python benchmarks/real_size/worker_choice.py ITEMS.parquet [--out worker_choice.json]
+    PYTHONPATH=src python benchmarks/real_size/worker_choice.py ITEMS.parquet [--out FILE]
 """
 
 from __future__ import annotations
