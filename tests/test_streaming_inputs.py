@@ -168,3 +168,25 @@ def test_record_stopped_early_loads_no_further_chunk(monkeypatch, tmp_path, demo
     )  # fmt: skip
     assert store is None
     assert live.calls == 6  # the one chunk's two batches
+
+
+def test_a_window_decodes_in_file_order_and_answers_in_row_order(monkeypatch) -> None:
+    """Photos sharing a row group are read together, whatever order the split gives them."""
+    calls = []
+
+    def load(source: str, row: int, bound=None) -> Image.Image:
+        calls.append((source, row))
+        return Image.new("RGB", (8, 8), (row, 0, 0))
+
+    monkeypatch.setattr(engine, "load_image", load)
+    rows = pd.DataFrame(
+        {
+            "question": ["q"] * 5,
+            "options": [["a", "b", "c", "d"]] * 5,
+            "image_source": ["b.parquet", "a.parquet", "b.parquet", "a.parquet", "a.parquet"],
+            "image_row": [3, 9, 1, 2, 40],
+        }
+    )
+    items = engine.prompt_items(rows)
+    assert calls == sorted(calls)
+    assert [item["image"].getpixel((0, 0))[0] for item in items] == [3, 9, 1, 2, 40]
