@@ -221,6 +221,17 @@ def answer_table(
     )
 
 
+def items_per_window(
+    n_masks: int, batch_size: int, max_batch_size: int | None = None, window_rows: int | None = None
+) -> int:
+    """Items `answer_masked` prepares and sorts by length together: ``window_rows`` (default
+    8 batches of the largest size) (item, mask) pairs, at most 2 batches of items. A caller
+    that splits the rows into runs of whole windows gets exactly the batches of one run."""
+    largest = max(batch_size, max_batch_size or 0)
+    window_rows = window_rows or 8 * largest
+    return max(1, min(window_rows // n_masks, 2 * largest))
+
+
 def answer_masked(
     adapter: ModelAdapter,
     rows: pd.DataFrame,
@@ -262,9 +273,7 @@ def answer_masked(
     settings = GreedySettings.from_model(adapter.model)
     if drafts is None:
         drafts = any(p.device.type == "cuda" for p in adapter.model.parameters())
-    largest = max(batch_size, max_batch_size or 0)
-    window_rows = window_rows or 8 * largest
-    items_per_window = max(1, min(window_rows // n_masks, 2 * largest))
+    per_window = items_per_window(n_masks, batch_size, max_batch_size, window_rows)
     texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
     sizer = BatchSizer(
         batch_size,
@@ -276,8 +285,8 @@ def answer_masked(
     runner.drafting.on = bool(drafts) and keep is not None
     all_items = prompt_items(rows, with_images=adapter.takes_images)
     with tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress:
-        for first in range(0, len(rows), items_per_window):
-            window = range(first, min(first + items_per_window, len(rows)))
+        for first in range(0, len(rows), per_window):
+            window = range(first, min(first + per_window, len(rows)))
             prompts: dict[int, Prompt] = {}
             for start in range(window.start, window.stop, batch_size):
                 ids = list(range(start, min(start + batch_size, window.stop)))
