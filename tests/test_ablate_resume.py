@@ -200,3 +200,44 @@ def test_shards_and_gather_equal_one_job(setup, uninterrupted, monkeypatch, tmp_
     assert not partial_dir(out).exists()
     with pytest.raises(InputError, match="need 0 <= shard < shards"):
         ablate_shard_stage(*args, shard=2, shards=2, done=done, **common)
+
+
+def test_split_ablate_jobs_plan_shards_and_a_gpu_less_gather(tmp_path):
+    import os
+    import re
+    import subprocess
+
+    def plan(*configs: str) -> str:
+        result = subprocess.run(
+            ["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--configfile", *configs],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def counts(out: str) -> dict[str, int]:
+        stats = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+        return {r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.M)}
+
+    def jobs(out: str, rule: str) -> list[str]:
+        return [j for j in out.split("\n\n") if re.search(f"^rule {rule}:", j, flags=re.M)]
+
+    overlay = tmp_path / "shards.yaml"
+    model = {"ablate_shards": 2, "gpus": 1, "device_map": "cpu"}
+    overlay.write_text(yaml.safe_dump({"models": {"demo-qwen25vl-tiny": model}}))
+    one, two = plan("config.yaml"), plan("config.yaml", str(overlay))
+    assert "ablate_shard" not in counts(one) and "ablate_intervention_shard" not in counts(one)
+    assert "--gather" not in one
+    split = counts(two)
+    assert split["ablate"] == counts(one)["ablate"] and split["ablate_shard"] == 2 * split["ablate"]
+    assert split["ablate_intervention_shard"] == 2 * split["ablate_intervention"]
+    lap = [j for j in jobs(two, "ablate") if "selector=lap\n" in j]
+    assert len(lap) == 1 and "--gather" in lap[0] and "gpu=0" in lap[0]
+    assert "ablations/lap.partial/shard0.done" in lap[0] and "lap.partial/shard1.done" in lap[0]
+    shards = [j for j in jobs(two, "ablate_shard") if "selector=lap," in j]
+    assert sorted(re.search(r"--shard (\d) --shards 2", j).group(1) for j in shards) == ["0", "1"]
+    assert all("gpu=1" in j and "--out-dir results/demo-qwen25vl-tiny/ablations/lap " in j
+               for j in shards)  # fmt: skip
+    scale = jobs(two, "ablate_intervention_shard")[0]
+    assert "/interventions/" in scale and ".partial/shard" in scale

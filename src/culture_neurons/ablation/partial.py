@@ -28,6 +28,15 @@ MANIFEST = "manifest.json"
 MASK_COLUMN = "mask"
 
 
+def partial_dir(out_dir: str | Path) -> Path:
+    """Where the ablate job of ``out_dir`` keeps its finished chunks until its tables are written
+    (and the shard jobs of a split ablate job put theirs). Snakemake deletes a failed job's
+    outputs, so it lives beside ``out_dir``, not in it. Here, not in `stage` beside
+    `table_path`, so that the workflow names it without importing torch."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
 def fingerprint(manifest: Mapping[str, Any]) -> str:
     """A stable hash of a JSON-able manifest (key order does not matter)."""
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))

@@ -32,7 +32,7 @@ from culture_neurons.ablation.chunks import (
     shard_chunks,
 )
 from culture_neurons.ablation.conditions import Intervention, banks, parse_intervention, ratio_label
-from culture_neurons.ablation.partial import PartialWork, open_partial
+from culture_neurons.ablation.partial import PartialWork, open_partial, partial_dir
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
@@ -86,14 +86,6 @@ def sweep_masks(
     keys = [(ratio, source) for ratio in sorted(by_ratio) for source in sources]
     stacked = np.concatenate([by_ratio[ratio] for ratio in sorted(by_ratio)])
     return keys, stacked, headline
-
-
-def partial_dir(out_dir: str | Path) -> Path:
-    """Where the ablate job of ``out_dir`` keeps its finished chunks until its tables are written
-    (`culture_neurons.ablation.partial`). Snakemake deletes a failed job's outputs, so it lives
-    beside ``out_dir``, not in it; the shard jobs of a split ablate job share it."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(out_dir.name + ".partial")
 
 
 def rows_fingerprint(rows: pd.DataFrame) -> str:
