@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from culture_neurons.ablation.chunks import DEFAULT_CHUNK_ITEMS
 from culture_neurons.errors import InputError
 
 log = logging.getLogger("culture_neurons")
@@ -182,8 +183,9 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.selection.stage:select_stage")
 
 
-def _add_ablate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ablate", help="answer the evaluation split with neurons deactivated")
+def _add_ablate_work_args(p: argparse.ArgumentParser) -> None:
+    """What an ablate job answers: the flags `ablate` and `ablate-shard` share (they must agree
+    for the shards' chunks to be the ablate job's)."""
     p.add_argument("--items", required=True)
     p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
     p.add_argument("--masks", required=True, help="results/{model}/masks/{selector}.zarr")
@@ -193,9 +195,37 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", type=_none_if_empty, default=None, help="activations (kind mean)")
     _add_batch_size_args(p)
     p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument(
+        "--chunk-items",
+        type=int,
+        default=DEFAULT_CHUNK_ITEMS,
+        help="items answered (under every mask) between saves of the resumable partial folder",
+    )
     p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
+
+
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="answer the evaluation split with neurons deactivated")
+    _add_ablate_work_args(p)
     p.add_argument("--sweep-dir", type=_none_if_empty, help="other ratios' tables (r{ratio}/)")
+    p.add_argument(
+        "--gather",
+        action="store_true",
+        help="answer nothing: write the tables from the chunks of the ablate-shard jobs",
+    )
     p.set_defaults(stage="culture_neurons.ablation.stage:ablate_stage")
+
+
+def _add_ablate_shard(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate-shard",
+        help="answer one shard's chunks of a split ablate job (then ablate --gather)",
+    )
+    _add_ablate_work_args(p)
+    p.add_argument("--shard", type=int, required=True, help="this shard, 0 .. shards-1")
+    p.add_argument("--shards", type=int, required=True, help="models.<name>.ablate_shards")
+    p.add_argument("--done", required=True, help="file touched when the shard's chunks are done")
+    p.set_defaults(stage="culture_neurons.ablation.stage:ablate_shard_stage")
 
 
 def _add_attribute(sub: argparse._SubParsersAction) -> None:
@@ -332,8 +362,8 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
     "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "attribute",
-    "select", "ablate", "control_effect", "matrices", "figures", "baseline_figure", "summary",
-    "dose_response", "stability", "overlap", "bench",
+    "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
+    "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench",
 ]  # fmt: skip
 
 

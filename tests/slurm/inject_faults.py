@@ -1,4 +1,4 @@
-"""The Slurm run of tests/slurm/run_one_node.sh with three faults injected into it.
+"""The Slurm run of tests/slurm/run_one_node.sh with four faults injected into it.
 
     python tests/slurm/inject_faults.py run COPY WORK CLUSTER -- SNAKEMAKE_ARGS...
     python tests/slurm/inject_faults.py report WORK LOCAL_RUN SLURM_RUN
@@ -8,16 +8,19 @@ the queue (squeue every 0.5 s) and injects, each once, in this order:
 
 1. `scancel` of a `baseline_and_record` job while it is RUNNING and its partial activation store
    has at least one chunk flagged in `chunk_done` and at least one not;
-2. the node dying under a running `ablate` (or `ablate_intervention`) job whose rule command has
+2. `scancel` of an `ablate` (or `ablate_intervention`) job while it is RUNNING and its partial
+   folder (`results/.../{selector}.partial/`) holds at least one finished chunk and not all; its
+   rerun must log that it resumed that folder;
+3. the node dying under a running `ablate` (or `ablate_intervention`) job whose rule command has
    started: slurmd, every slurmstepd and every process of the node's jobs are SIGKILLed; slurmd
    stays dead until slurmctld marks the node down (SlurmdTimeout), is then started again, and the
    node is resumed with scontrol if it did not return to service by itself;
-3. SIGKILL of the Snakemake process itself, once fault 2's job has completed again, while jobs
+4. SIGKILL of the Snakemake process itself, once fault 3's job has completed again, while jobs
    of the run are queued or running; the run's leftover jobs are then cancelled
    (`scancel --name <run ID>`, so no old job writes an output while the rerun writes it again)
    and the lock is removed (`snakemake --unlock`).
 
-A run that ends in failure after a fault (or is killed by fault 3) is rerun with the same
+A run that ends in failure after a fault (or is killed by fault 4) is rerun with the same
 arguments, at most MAX_RUNS runs in all; a run that fails without a fault, a fault whose moment
 never comes (the job finished first), a fault that did not take (e.g. the job was not
 cancelled), jobs left in the queue at the end: all fail the test, loudly. What happened goes to
@@ -226,6 +229,29 @@ def chunks_done(store: Path) -> tuple[int, int] | None:
     return int(done.sum()), int(done.size)
 
 
+def ablate_chunks(partial: Path) -> tuple[int, int] | None:
+    """(chunks written, chunks) of an ablate job's partial folder (its manifest gives the
+    count); None before the folder and its manifest exist."""
+    try:
+        work = next(partial.glob("work-*"))
+        manifest = json.loads((work / "manifest.json").read_text())
+    except (StopIteration, OSError, ValueError):
+        return None
+    chunks = -(-manifest["n_items"] // manifest["chunk_items"])
+    return len(list(work.glob("chunk-*.parquet"))), chunks
+
+
+def ablate_resumed(copy: Path, partial: str) -> str:
+    """The line of an ablate job's log (logs/ablate/...) saying it resumed ``partial``."""
+    for log in sorted((copy / "logs" / "ablate").rglob("*.log")):
+        found = re.findall(
+            rf"resuming {re.escape(partial)}/work-.*", log.read_text(errors="replace")
+        )
+        if found:
+            return found[-1]
+    return f"no 'resuming {partial}' line under logs/ablate"
+
+
 def job_outputs(log_text: str) -> dict[str, list[str]]:
     """Slurm job id -> the outputs of the Snakemake job it ran, from a Snakemake log."""
     outputs_of, current = {}, []
@@ -270,8 +296,9 @@ class Driver:
         self.conf = os.environ.get("SLURM_CONF_PATH", "/etc/slurm/slurm.conf")
         self.faults: list[dict] = [
             {"fault": 1, "what": "scancel baseline_and_record while it writes chunks"},
-            {"fault": 2, "what": "node dies (slurmd + job processes SIGKILLed) under ablate"},
-            {"fault": 3, "what": "SIGKILL of the Snakemake process with jobs queued/running"},
+            {"fault": 2, "what": "scancel ablate while its partial folder holds chunks"},
+            {"fault": 3, "what": "node dies (slurmd + job processes SIGKILLed) under ablate"},
+            {"fault": 4, "what": "SIGKILL of the Snakemake process with jobs queued/running"},
         ]  # fmt: skip
         for fault in self.faults:
             fault["done"] = False
@@ -416,11 +443,10 @@ class Driver:
 
     def waiting_for_chunks(self) -> bool:
         fault = self.next_fault()
-        return bool(
-            fault
-            and fault["fault"] == 1
-            and self.queue.with_rule(("baseline_and_record",), "RUNNING")
+        rules = (
+            {1: ("baseline_and_record",), 2: ABLATE_RULES}.get(fault["fault"]) if fault else None
         )
+        return bool(rules and self.queue.with_rule(rules, "RUNNING"))
 
     def arm_faults(self) -> None:
         self.watch_recoveries()
@@ -430,8 +456,10 @@ class Driver:
         if fault["fault"] == 1:
             self.fault_cancel_record(fault)
         elif fault["fault"] == 2:
+            self.fault_cancel_ablate(fault)
+        elif fault["fault"] == 3:
             self.fault_node_dies(fault)
-        elif fault["fault"] == 3 and "recovered_s" in self.faults[1]:
+        elif fault["fault"] == 4 and "recovered_s" in self.faults[2]:
             self.fault_kill_snakemake(fault)
 
     def injected(self, fault: dict, **details) -> None:
@@ -458,6 +486,8 @@ class Driver:
                     text = log.read_text(errors="replace") if log.exists() else ""
                     resumed = re.findall(r"resuming .*", text)
                     fault["resumed"] = resumed[-1] if resumed else f"no 'resuming' line in {log}"
+                if fault["fault"] == 2:  # the rerun's own word that it resumed the partial folder
+                    fault["resumed"] = ablate_resumed(self.copy, fault["partial"])
                 say(f"fault {fault['fault']} recovered: job {jobid} ({fault['comment']}) COMPLETED "
                     f"{fault['recovered_s']} s after the injection (run "
                     f"{len(self.runs)})")  # fmt: skip
@@ -510,6 +540,42 @@ class Driver:
             "chunks"
         )
 
+    def fault_cancel_ablate(self, fault: dict) -> None:
+        outputs = None
+        for jobid in self.queue.with_rule(ABLATE_RULES, "RUNNING"):
+            if outputs is None:
+                outputs = job_outputs(self.run_log())
+            ablations = next(iter(outputs.get(jobid, [])), None)
+            if not ablations:
+                continue
+            partial = self.copy / (ablations + ".partial")
+            progress = ablate_chunks(partial)
+            if progress is None or not 0 < progress[0] < progress[1]:
+                continue
+            job = self.queue.jobs[jobid]
+            command("scancel", jobid)
+            say(f"fault 2: scancel {jobid} ({job['rule']}, {ablations}): {progress[0]} of "
+                f"{progress[1]} chunks done in {partial.relative_to(self.copy)}")  # fmt: skip
+            self.injected(
+                fault, jobs=[jobid], comment=job["comment"], chunks_done=progress[0],
+                chunks=progress[1], partial=str(partial.relative_to(self.copy)),
+            )  # fmt: skip
+            deadline = time.time() + 60
+            while time.time() < deadline and self.queue.state(jobid) in ACTIVE | {""}:
+                time.sleep(POLL_S)
+                self.queue.poll()
+            state, after = self.queue.state(jobid), ablate_chunks(partial)
+            fault.update(state_after=state, chunks_done_after=after[0] if after else None)
+            if state != "CANCELLED":
+                raise FaultError(
+                    f"fault 2: job {jobid} is {state or 'gone'} after scancel, not CANCELLED"
+                )
+            if after is None or after[0] >= after[1] or (self.copy / ablations).exists():
+                raise FaultError(f"fault 2: {ablations} was finished anyway ({after})")
+            say(f"fault 2: job {jobid} CANCELLED; {partial.name} left with {after[0]} of "
+                f"{after[1]} chunks")  # fmt: skip
+            return
+
     def fault_node_dies(self, fault: dict) -> None:
         running = self.queue.with_rule(ABLATE_RULES, "RUNNING")
         ready = []
@@ -527,7 +593,7 @@ class Driver:
         ctld_offset = ctld_log.stat().st_size if ctld_log.exists() else 0
         slurmd = daemon_pid(self.cluster / "slurmd.pid", "slurmd")
         if slurmd is None:
-            raise FaultError("fault 2: no running slurmd found from its pidfile")
+            raise FaultError("fault 3: no running slurmd found from its pidfile")
         node = command("squeue", "-h", "-j", jobid, "-o", "%N").strip()
         on_node = self.queue.active()
         killed: dict[int, str] = {}
@@ -541,7 +607,7 @@ class Driver:
             killed.update(victims)
             time.sleep(0.2)
         t = time.time()
-        say(f"fault 2: node {node} died under ablate job {jobid} ({job['wildcards']}): slurmd "
+        say(f"fault 3: node {node} died under ablate job {jobid} ({job['wildcards']}): slurmd "
             f"(pid {slurmd}) and {len(killed)} job processes SIGKILLed")  # fmt: skip
         self.injected(
             fault, jobs=[jobid], comment=job["comment"], node=node,
@@ -551,13 +617,13 @@ class Driver:
         fault["t"] = t
         left = [p for p, what in node_processes().items() if f"job {jobid}:" in what]
         if left or daemon_pid(self.cluster / "slurmd.pid", "slurmd"):
-            raise FaultError(f"fault 2: still alive after the kill: slurmd or job processes {left}")
+            raise FaultError(f"fault 3: still alive after the kill: slurmd or job processes {left}")
         node_states = self.wait_node(node, lambda s: "down" in s, 240, "slurmctld to mark it down")
         fault["node_states_dead"] = node_states
         fault["job_state_when_down"] = self.queue.state(jobid)
         subprocess.run(["slurmd", "-f", self.conf], check=True, timeout=60)
         say(
-            "fault 2: slurmd started again (pid "
+            "fault 3: slurmd started again (pid "
             f"{daemon_pid(self.cluster / 'slurmd.pid', 'slurmd')})"
         )
         try:
@@ -565,7 +631,7 @@ class Driver:
             fault["resumed_with_scontrol"] = False
         except FaultError:
             command("scontrol", "update", f"nodename={node}", "state=resume")
-            say(f"fault 2: node {node} resumed with scontrol")
+            say(f"fault 3: node {node} resumed with scontrol")
             states = self.wait_node(node, lambda s: "down" not in s and "drain" not in s, 60,
                                     "the node to return to service")  # fmt: skip
             fault["resumed_with_scontrol"] = True
@@ -588,7 +654,7 @@ class Driver:
             if state and done(state):
                 return seen
             time.sleep(POLL_S)
-        raise FaultError(f"fault 2: timed out after {seconds:.0f} s waiting for "
+        raise FaultError(f"fault 3: timed out after {seconds:.0f} s waiting for "
                          f"{what or 'the node'} "
                          f"(node states seen: {seen})")  # fmt: skip
 
@@ -603,7 +669,7 @@ class Driver:
         t = time.time()
         self.queue.poll()
         still = self.queue.active(run_id)
-        say(f"fault 3: Snakemake (pid {self.proc.pid}) SIGKILLed with {len(active)} job(s) of run "
+        say(f"fault 4: Snakemake (pid {self.proc.pid}) SIGKILLed with {len(active)} job(s) of run "
             f"{run_id} queued/running: {active}")  # fmt: skip
         self.injected(
             fault, jobs=sorted(still, key=int), pid=self.proc.pid, run_id=run_id,
@@ -612,9 +678,9 @@ class Driver:
         )  # fmt: skip
         fault["t"] = t
         if not still:
-            raise FaultError("fault 3: no job of the killed run was left queued/running")
+            raise FaultError("fault 4: no job of the killed run was left queued/running")
         if not fault["locks"]:
-            say("fault 3: note: no lock left in .snakemake/locks")
+            say("fault 4: note: no lock left in .snakemake/locks")
         # Left alone, these jobs would go on writing outputs that the rerun (rerun-incomplete)
         # submits again: two jobs on the same files at once.
         command("scancel", "--name", run_id)
@@ -624,7 +690,7 @@ class Driver:
             self.queue.poll()
         if self.queue.active(run_id):
             raise FaultError(
-                f"fault 3: jobs of the killed run still active: {self.queue.active(run_id)}"
+                f"fault 4: jobs of the killed run still active: {self.queue.active(run_id)}"
             )
         for _ in range(50):  # their processes gone, so nothing writes while the rerun starts
             if not any(f"job {j}:" in w for w in node_processes().values() for j in still):
@@ -632,7 +698,7 @@ class Driver:
             time.sleep(0.2)
         fault["cancelled"] = {j: self.queue.state(j) for j in still}
         fault["cancel_s"] = round(time.time() - t)
-        say(f"fault 3: cancelled the killed run's jobs {fault['cancelled']}; "
+        say(f"fault 4: cancelled the killed run's jobs {fault['cancelled']}; "
             f"{len(fault['incomplete'])} output(s) marked incomplete, locks "
             f"{fault['locks']}")  # fmt: skip
 
@@ -655,7 +721,7 @@ def report(work: str, local: str, slurm: str) -> int:
     runs = state["runs"]
     lines = [
         "fault injection: "
-        + ("all three faults injected" if state["ok"] else f"FAILED: {state['error']}")
+        + ("all four faults injected" if state["ok"] else f"FAILED: {state['error']}")
     ]
     lines.append(
         f"Slurm runs: {len(runs)} ("
@@ -678,6 +744,11 @@ def report(work: str, local: str, slurm: str) -> int:
                     f"{fault['store']}; then {fault.get('state_after')}, store left with "
                     f"{fault.get('chunks_done_after')} chunks")  # fmt: skip
         elif n == 2:
+            what = (f"scancel of job {fault['jobs'][0]} ({fault['comment']}) at {fault['at']} in "
+                    f"run {fault['run']}, {fault['chunks_done']} of {fault['chunks']} chunks "
+                    f"done in {fault['partial']}; then {fault.get('state_after')}, partial "
+                    f"folder left with {fault.get('chunks_done_after')} chunks")  # fmt: skip
+        elif n == 3:
             what = (f"slurmd + {fault['killed']} job processes SIGKILLed at {fault['at']} in run "
                     f"{fault['run']} under job {fault['jobs'][0]} ({fault['comment']}); node "
                     f"{' -> '.join(fault.get('node_states_dead', []))}; job "
@@ -693,7 +764,7 @@ def report(work: str, local: str, slurm: str) -> int:
                     f"{fault['jobs_after_kill']}"
                     f" -> cancelled ({fault.get('cancelled')}) in {fault.get('cancel_s')} s, "
                     "snakemake --unlock, rerun")  # fmt: skip
-        if n == 3:
+        if n == 4:
             rerun = next((r for r in runs if r["run"] == fault["run"] + 1), None)
             if rerun and rerun.get("rc") == 0:
                 seconds = round(state["t0"] + rerun["end"] - fault["t"])
@@ -708,6 +779,8 @@ def report(work: str, local: str, slurm: str) -> int:
             recovery = f"recovery: {fault['recovered_s']} s until {how} COMPLETED"
             if fault.get("resumed"):
                 recovery += f", which logged: {fault['resumed']}"
+            if n == 2 and not fault.get("resumed", "").startswith("resuming"):
+                status = 1  # the rerun must resume the partial folder, not start over
             history = fault.get("history", {})
             if history:
                 recovery += (

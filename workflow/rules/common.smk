@@ -15,6 +15,7 @@ from culture_neurons.ablation.conditions import (
     parse_ratios,
     ratio_label,
 )
+from culture_neurons.ablation.partial import partial_dir
 from culture_neurons.data.prepare import planned_cultures
 from culture_neurons.demo.shipped import demo_recipe, trains_here
 from culture_neurons.selection.attribution import is_attribution
@@ -843,3 +844,51 @@ def get_sweep_specs(kind):
         )
 
     return specs
+
+
+def ablate_shards(name):
+    """models.<name>.ablate_shards: jobs that share out each ablate job's chunks (1: none)."""
+    return model_entry(name)["ablate_shards"]
+
+
+def get_ablate_chunk_items(wildcards):
+    """models.<name>.ablate_chunk_items: the same for an ablate job and its shards, so that
+    they name the same chunks (retries halve the batch size, not this)."""
+    return model_entry(wildcards.model)["ablate_chunk_items"]
+
+
+def ablate_shard_done(model, selector, intervention, shard):
+    """The done marker of one shard of an ablate job, in that job's partial folder (which the
+    gathering ablate job removes: the marker is temp())."""
+    partial = partial_dir(ablation_dir(model, selector, intervention))
+    return f"{partial}/shard{shard}.done"
+
+
+def get_ablate_shard_markers(wildcards):
+    """The ablate job's shard markers when models.<name>.ablate_shards > 1; none otherwise,
+    so that an unsplit job's DAG is unchanged."""
+    shards = ablate_shards(wildcards.model)
+    if shards == 1:
+        return []
+    return [
+        ablate_shard_done(
+            wildcards.model, wildcards.selector, wildcard_intervention(wildcards), k
+        )
+        for k in range(shards)
+    ]
+
+
+def get_ablate_gpus(wildcards):
+    """A split ablate job only gathers its shards' chunks: no GPU (its shards hold them)."""
+    return get_gpus(wildcards) if ablate_shards(wildcards.model) == 1 else 0
+
+
+def get_ablate_gather_flag(wildcards):
+    return "--gather" if ablate_shards(wildcards.model) > 1 else ""
+
+
+def get_ablate_shard_out_dir(wildcards):
+    """The ablate job's output folder, whose partial folder a shard answers into."""
+    return ablation_dir(
+        wildcards.model, wildcards.selector, wildcard_intervention(wildcards)
+    )

@@ -3,25 +3,40 @@ culture's mask of one selector at every swept ratio, under one intervention kind
 table per ratio and source culture.
 
 Tables go to ``out_dir/{source}.parquet`` at the headline ratio (the mask store's ``ratio``) and
-to ``out_dir/r{ratio}/{source}.parquet`` at the other ratios.
+to ``out_dir/r{ratio}/{source}.parquet`` at the other ratios. The rows are answered chunk by
+chunk into a partial folder beside ``out_dir`` (`partial_dir`), so a killed job resumes; the
+chunks can be shared out over several jobs (rule `ablate_shard`, `ablate_shard_stage`) and
+gathered by the ablate job.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from culture_neurons.ablation.conditions import banks, parse_intervention, ratio_label
+from culture_neurons.ablation.chunks import (
+    DEFAULT_CHUNK_ITEMS,
+    chunk_bounds,
+    chunk_size,
+    shard_chunks,
+)
+from culture_neurons.ablation.conditions import Intervention, banks, parse_intervention, ratio_label
+from culture_neurons.ablation.partial import PartialWork, open_partial, partial_dir
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
-from culture_neurons.inference.engine import answer_masked
+from culture_neurons.inference.engine import answer_masked, items_per_window
 from culture_neurons.models import load_adapter
 from culture_neurons.models.spec import model_spec_from_config
 from culture_neurons.record.store import identification_means, open_store
@@ -73,6 +88,170 @@ def sweep_masks(
     return keys, stacked, headline
 
 
+def rows_fingerprint(rows: pd.DataFrame) -> str:
+    """A hash of the rows' content (in-memory images excluded: items tables name their files)."""
+    text = rows.drop(columns=["image"], errors="ignore").astype(str)
+    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes() + "|".join(text.columns).encode()).hexdigest()
+
+
+def weights_fingerprint(path: str) -> list[list[Any]]:
+    """Name, size and modification time of a local model folder's files (weights rewritten at
+    the same path start the work over); nothing for a hub id (its revision is in the spec)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(folder.iterdir())]
+
+
+@dataclass
+class AblateWork:
+    """What one ablate job answers: every evaluation row under every (ratio, source) mask."""
+
+    keys: list[tuple[float, str]]  # (ratio, source) of each mask
+    headline: float
+    kind: Intervention
+    factor: np.ndarray  # [M, L, D]
+    offset: np.ndarray | None
+    evaluation: pd.DataFrame
+    bounds: list[tuple[int, int]]  # [start, stop) rows of each chunk
+    manifest: dict[str, Any]
+
+
+def plan_work(
+    items: str | Path,
+    model: Mapping[str, Any],
+    masks: str | Path,
+    *,
+    sources: Sequence[str],
+    ratios: Sequence[float],
+    intervention: Mapping[str, Any] | None,
+    store: str | Path | None,
+    batch_size: int,
+    max_batch_size: int,
+    max_new_tokens: int,
+    chunk_items: int,
+) -> AblateWork:
+    """The masks, rows and chunks of an ablate job, without loading the model."""
+    kind = parse_intervention(intervention or {"kind": "zero"}, "--intervention")
+    _, cultures, _ = read_masks(masks)
+    chosen = list(cultures) if list(sources) == ["all"] else list(sources)
+    keys, selected, headline = sweep_masks(masks, chosen, ratios)
+    means = None
+    if kind.needs_means:
+        if store is None:
+            raise InputError("the mean intervention needs --store (the activation store)")
+        means = identification_means(open_store(store))
+    factor, offset = banks(selected, kind, means)
+    evaluation = split_rows(pd.read_parquet(items), EVALUATION)
+    if chunk_items < 1:
+        raise InputError(f"--chunk-items must be at least 1, not {chunk_items}")
+    window = items_per_window(len(keys), batch_size, max_batch_size)
+    size = chunk_size(chunk_items, window)
+    bank_hash = hashlib.sha256(factor.tobytes())
+    if offset is not None:
+        bank_hash.update(offset.tobytes())
+    spec = {k: v for k, v in model_spec_from_config(model).items() if k != "gpus"}
+    # What the answers depend on. Not the batch size: a retry halves it (profiles' retries)
+    # and must resume; batches of another size change answers by float rounding at most.
+    manifest = {
+        "format": 1,
+        "items": rows_fingerprint(evaluation),
+        "n_items": len(evaluation),
+        "masks": bank_hash.hexdigest(),
+        "mask_keys": [[ratio, source] for ratio, source in keys],
+        "intervention": kind.name,
+        "model": spec,
+        "weights": weights_fingerprint(str(spec.get("path", ""))),
+        "max_new_tokens": max_new_tokens,
+        "chunk_items": size,
+    }
+    return AblateWork(
+        keys=keys,
+        headline=headline,
+        kind=kind,
+        factor=factor,
+        offset=offset,
+        evaluation=evaluation,
+        bounds=chunk_bounds(len(evaluation), size),
+        manifest=json.loads(json.dumps(manifest)),  # as read back from the manifest file
+    )
+
+
+def answer_chunks(
+    work: AblateWork,
+    partial: PartialWork,
+    chunks: Sequence[int],
+    model: Mapping[str, Any],
+    *,
+    batch_size: int,
+    max_batch_size: int,
+    max_new_tokens: int,
+    desc: str,
+) -> None:
+    """Answer ``chunks`` (those not yet in ``partial``) under every mask, writing each as it
+    finishes; the model is loaded only if there is something to answer."""
+    ceiling = checked_ceiling(batch_size, max_batch_size)
+    todo = partial.missing(chunks)
+    n_masks = len(work.keys)
+    answers = [(stop - start) * n_masks for start, stop in work.bounds]
+    if not todo:
+        log.info("%s: all %d chunks already answered", desc, len(chunks))
+        return
+    adapter = load_adapter(model_spec_from_config(model))
+    if work.factor.shape[1:] != (adapter.n_layers, adapter.n_neurons):
+        raise InputError(
+            f"mask shape {tuple(work.factor.shape[1:])} does not fit the model's "
+            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
+        )
+    factor = torch.from_numpy(work.factor)
+    offset = None if work.offset is None else torch.from_numpy(work.offset)
+    total = sum(answers[i] for i in chunks)
+    resumed = total - sum(answers[i] for i in todo)
+    with tqdm(total=total, initial=resumed, desc=desc, unit="answer", mininterval=2.0) as bar:
+        for chunk in todo:
+            start, stop = work.bounds[chunk]
+            tables = answer_masked(
+                adapter,
+                work.evaluation.iloc[start:stop],
+                factor,
+                offset=offset,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                desc=f"chunk {chunk + 1}/{len(work.bounds)}",
+                max_batch_size=ceiling,
+            )
+            partial.write_chunk(chunk, tables)
+            bar.update(answers[chunk])
+            log.info("chunk %d/%d (items %d-%d) written", chunk + 1, len(work.bounds), start, stop)
+
+
+def write_tables(
+    work: AblateWork, partial: PartialWork, out_dir: str | Path, sweep_dir: str | Path | None
+) -> list[Path]:
+    """One table per (ratio, source) from the finished chunks; the tables say which source,
+    ratio and intervention they answer under."""
+    missing = partial.missing()
+    if missing:
+        raise InputError(
+            f"{len(missing)} of {partial.n_chunks} chunks of this ablate job are not answered "
+            f"(chunk(s) {missing} missing in {partial.folder}): rerun its ablate_shard jobs "
+            "(Snakemake reruns them when their done markers are gone)"
+        )
+    paths = []
+    for (ratio, source), table in zip(work.keys, partial.read_tables(len(work.keys)), strict=True):
+        table.insert(0, "source", source)
+        table.insert(1, "ratio", ratio)
+        table.insert(2, "intervention", work.kind.name)
+        path = table_path(out_dir, source, ratio, work.headline, sweep_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(path, index=False)
+        paths.append(path)
+        kind = work.kind.name
+        log.info("%s at ratio %g: %d items answered (%s)", source, ratio, len(table), kind)
+    return paths
+
+
 def ablate_stage(
     items: str | Path,
     model: Mapping[str, Any],
@@ -87,52 +266,80 @@ def ablate_stage(
     batch_size: int = 8,
     max_batch_size: int = 0,
     max_new_tokens: int = 20,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+    gather: bool = False,
 ) -> list[Path]:
     """Answer the evaluation split of ``items`` once per source culture of ``masks`` (``all``:
     every culture in the mask store) and ratio (default: only the store's headline ``ratio``)
     with ``intervention`` (``{"kind": "zero" | "mean" | "scale", "factor": k}``) applied to that
     mask's neurons; ``mean`` needs the activation ``store``. Tables of ratios other than the
-    headline go to ``sweep_dir`` (default ``out_dir``, see `table_path`). Returns their paths."""
-    ceiling = checked_ceiling(batch_size, max_batch_size)
-    kind = parse_intervention(intervention or {"kind": "zero"}, "--intervention")
-    _, cultures, _ = read_masks(masks)
-    chosen = list(cultures) if list(sources) == ["all"] else list(sources)
-    keys, selected, headline = sweep_masks(masks, chosen, ratios)
-    means = None
-    if kind.needs_means:
-        if store is None:
-            raise InputError("the mean intervention needs --store (the activation store)")
-        means = identification_means(open_store(store))
-    factor, offset = banks(selected, kind, means)
-    evaluation = split_rows(pd.read_parquet(items), EVALUATION)
-    adapter = load_adapter(model_spec_from_config(model))
-    if factor.shape[1:] != (adapter.n_layers, adapter.n_neurons):
-        raise InputError(
-            f"mask shape {tuple(factor.shape[1:])} does not fit the model's "
-            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
-        )
-    log.info(
-        "%s: %d masks (%d ratios x %d sources) in one run",
-        kind.name, len(keys), len(keys) // len(chosen), len(chosen),
+    headline go to ``sweep_dir`` (default ``out_dir``, see `table_path`). Returns their paths.
+
+    The rows are answered ``chunk_items`` at a time (rounded up to whole windows of
+    `items_per_window`, so the batches are those of one run over all rows), every mask per
+    chunk; finished chunks go to `partial_dir` and a rerun for the same work answers only the
+    missing ones. With ``gather`` nothing is answered and the model is not loaded: the chunks
+    come from the `ablate_shard_stage` jobs of a split ablate job.
+    """
+    work = plan_work(
+        items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
+        store=store, batch_size=batch_size, max_batch_size=max_batch_size,
+        max_new_tokens=max_new_tokens, chunk_items=chunk_items,
     )  # fmt: skip
-    tables = answer_masked(
-        adapter,
-        evaluation,
-        torch.from_numpy(factor),
-        offset=None if offset is None else torch.from_numpy(offset),
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        desc=f"ablate {kind.name} {','.join(chosen)}",
-        max_batch_size=ceiling,
-    )
-    paths = []
-    for (ratio, source), table in zip(keys, tables, strict=True):
-        table.insert(0, "source", source)
-        table.insert(1, "ratio", ratio)
-        table.insert(2, "intervention", kind.name)
-        path = table_path(out_dir, source, ratio, headline, sweep_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(path, index=False)
-        paths.append(path)
-        log.info("%s at ratio %g: %d items answered (%s)", source, ratio, len(table), kind.name)
+    root = partial_dir(out_dir)
+    partial = open_partial(root, work.manifest, len(work.bounds), create=not gather)
+    n_sources = len({source for _, source in work.keys})
+    log.info(
+        "%s: %d masks (%d ratios x %d sources), %d items in %d chunks of %d",
+        work.kind.name, len(work.keys), len(work.keys) // n_sources, n_sources,
+        len(work.evaluation), len(work.bounds), work.manifest["chunk_items"],
+    )  # fmt: skip
+    if not gather:
+        answer_chunks(
+            work, partial, range(len(work.bounds)), model, batch_size=batch_size,
+            max_batch_size=max_batch_size, max_new_tokens=max_new_tokens,
+            desc=f"ablate {work.kind.name} {','.join(sorted({s for _, s in work.keys}))}",
+        )  # fmt: skip
+    paths = write_tables(work, partial, out_dir, sweep_dir)
+    shutil.rmtree(root)
     return paths
+
+
+def ablate_shard_stage(
+    items: str | Path,
+    model: Mapping[str, Any],
+    masks: str | Path,
+    out_dir: str | Path,
+    *,
+    shard: int,
+    shards: int,
+    done: str | Path,
+    sources: Sequence[str] = ("all",),
+    ratios: Sequence[float] = (),
+    intervention: Mapping[str, Any] | None = None,
+    store: str | Path | None = None,
+    batch_size: int = 8,
+    max_batch_size: int = 0,
+    max_new_tokens: int = 20,
+    chunk_items: int = DEFAULT_CHUNK_ITEMS,
+) -> list[int]:
+    """Shard ``shard`` of ``shards`` of the ablate job of ``out_dir``: answer its share of the
+    chunks (`shard_chunks`) into the shared `partial_dir`, then touch ``done``. The ablate job
+    with ``gather`` writes the tables once every shard is done. Returns the shard's chunks."""
+    if shards < 1 or not 0 <= shard < shards:
+        raise InputError(f"--shard {shard} of --shards {shards}: need 0 <= shard < shards")
+    work = plan_work(
+        items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
+        store=store, batch_size=batch_size, max_batch_size=max_batch_size,
+        max_new_tokens=max_new_tokens, chunk_items=chunk_items,
+    )  # fmt: skip
+    partial = open_partial(partial_dir(out_dir), work.manifest, len(work.bounds))
+    mine = shard_chunks(len(work.bounds), shard, shards)
+    log.info("shard %d of %d: chunks %s of %d", shard, shards, mine, len(work.bounds))
+    answer_chunks(
+        work, partial, mine, model, batch_size=batch_size, max_batch_size=max_batch_size,
+        max_new_tokens=max_new_tokens, desc=f"ablate {work.kind.name} shard {shard}/{shards}",
+    )  # fmt: skip
+    Path(done).parent.mkdir(parents=True, exist_ok=True)
+    Path(done).touch()
+    return mine

@@ -246,6 +246,17 @@ def answer_table(
     )
 
 
+def items_per_window(
+    n_masks: int, batch_size: int, max_batch_size: int | None = None, window_rows: int | None = None
+) -> int:
+    """Items `answer_masked` prepares and sorts by length together: ``window_rows`` (default
+    8 batches of the largest size) (item, mask) pairs, at most 2 batches of items. A caller
+    that splits the rows into runs of whole windows gets exactly the batches of one run."""
+    largest = max(batch_size, max_batch_size or 0)
+    window_rows = window_rows or 8 * largest
+    return max(1, min(window_rows // n_masks, 2 * largest))
+
+
 def answer_masked(
     adapter: ModelAdapter,
     rows: pd.DataFrame,
@@ -287,9 +298,7 @@ def answer_masked(
     settings = GreedySettings.from_model(adapter.model)
     if drafts is None:
         drafts = any(p.device.type == "cuda" for p in adapter.model.parameters())
-    largest = max(batch_size, max_batch_size or 0)
-    window_rows = window_rows or 8 * largest
-    items_per_window = max(1, min(window_rows // n_masks, 2 * largest))
+    per_window = items_per_window(n_masks, batch_size, max_batch_size, window_rows)
     texts: list[list[str]] = [[""] * len(rows) for _ in range(n_masks)]
     sizer = BatchSizer(
         batch_size,
@@ -300,8 +309,8 @@ def answer_masked(
     runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
     runner.drafting.on = bool(drafts) and keep is not None
     windows = [
-        range(first, min(first + items_per_window, len(rows)))
-        for first in range(0, len(rows), items_per_window)
+        range(first, min(first + per_window, len(rows)))
+        for first in range(0, len(rows), per_window)
     ]
     inputs = InputStats()
     # The next window's images are decoded in the background while this one is answered; only
