@@ -17,6 +17,17 @@ from culture_neurons.ablation.conditions import (
 )
 from culture_neurons.data.prepare import planned_cultures
 from culture_neurons.demo.shipped import demo_recipe, trains_here
+from culture_neurons.planning.work import (
+    ItemCounts,
+    Planning,
+    base_mem_mb,
+    job_seconds,
+    mem_mb,
+    model_jobs,
+    runtime_minutes,
+    shards_to_fit,
+    tokens_per_s,
+)
 from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
@@ -257,8 +268,13 @@ def get_model_input(wildcards):
     return [path] if path in made else []
 
 
+# Keys that only plan a job's resources: not passed to it, so changing them reruns nothing.
+PLANNING_KEYS = ("prompt_tokens", "tokens_per_s")
+
+
 def get_model_json(wildcards):
     entry = {**model_entry(wildcards.model), "path": model_path(wildcards.model)}
+    entry = {k: v for k, v in entry.items() if k not in PLANNING_KEYS}
     return shlex.quote(json.dumps(entry, sort_keys=True))
 
 
@@ -298,11 +314,110 @@ def get_gpus(wildcards):
     return model_entry(wildcards.model).get("gpus", 1)
 
 
-def get_mem_mb(wildcards, attempt):
-    """Host memory (MB) of a model job: models.<name>.mem_mb, default 32 GB with a GPU and 4 GB
-    without; each retry asks for that much more."""
-    entry = model_entry(wildcards.model)
-    return entry.get("mem_mb", 32000 if entry.get("gpus", 1) else 4000) * attempt
+# -- resources of the model jobs from their work (culture_neurons.planning.work) ----------------
+
+
+def planned_item_counts():
+    """Items per split: items.parquet's once prepare_data wrote it, else the config's
+    dataset.expected_items, else None (unknown). Snakemake evaluates resources again just before
+    it submits a job, when items.parquet exists (its upstream prepare_data ran)."""
+    items = Path(f"{data_dir()}/items.parquet")
+    if items.exists():
+        control = Path(task_items("control"))
+        return item_counts_of(
+            str(items),
+            items.stat().st_mtime_ns,
+            str(control) if control.exists() else "",
+            control.stat().st_mtime_ns if control.exists() else 0,
+        )
+    expected = config["dataset"].get("expected_items")
+    return ItemCounts(**expected) if expected else None
+
+
+@functools.cache
+def item_counts_of(items, _mtime, control, _control_mtime):
+    """Read once per file version: every model job's resources ask."""
+    splits = pd.read_parquet(items, columns=["split"])["split"].value_counts()
+    counts = {"identification": 0, "evaluation": 0, **splits.to_dict()}
+    extra = {}
+    if control:
+        splits = pd.read_parquet(control, columns=["split"])["split"].value_counts()
+        extra = {f"control_{k}": int(v) for k, v in splits.items()}
+    return ItemCounts(
+        int(counts["identification"]), int(counts["evaluation"]), **extra
+    )
+
+
+@functools.cache
+def planning_bench():
+    """planning.bench's bench.json (relative to the checkout), or None."""
+    path = config["planning"]["bench"]
+    if not path:
+        return None
+    path = Path(path) if Path(path).is_absolute() else Path(workflow.basedir) / path
+    if not path.exists():
+        raise ValueError(f"planning.bench: {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def model_job_work(wildcards, rulename):
+    """The Job (culture_neurons.planning.work) of this rule and wildcards, or None while the
+    item counts are unknown."""
+    counts = planned_item_counts()
+    if counts is None:
+        return None
+    # ablate, ablate_intervention and a shard of either share one ablate Job (its shards).
+    kind, name = rulename, wildcards.model
+    if rulename.startswith("ablate"):
+        intervention = wildcard_intervention(wildcards)
+        kind = "ablate" if intervention == HEADLINE else "ablate_intervention"
+        name = wildcards.selector
+        if intervention != HEADLINE:
+            name = f"{intervention}/{wildcards.selector}"
+    jobs = model_jobs(config, wildcards.model, counts, len(cultures()))
+    return next(job for job in jobs if (job.rule, job.name) == (kind, name))
+
+
+def get_runtime(wildcards, attempt, rulename):
+    """Slurm minutes of a model job: its work at the model's rate, plus the model load, times
+    the safety factor (planning.*); at most planning.max_runtime, which an unknown item count
+    also gets."""
+    planning = Planning.from_config(config)
+    job = model_job_work(wildcards, rulename)
+    if job is None:
+        note_unknown_items()
+        return planning.max_runtime
+    rate = tokens_per_s(model_entry(wildcards.model), planning_bench())
+    seconds = job_seconds(job, rate)
+    shards = shards_to_fit(seconds, planning)
+    if shards > job.shards:
+        note_over_walltime(job.model, job.name, rulename, shards)
+    return runtime_minutes(seconds, planning, attempt)
+
+
+@functools.cache
+def note_unknown_items():
+    logger.warning(
+        "the model jobs' runtime is planning.max_runtime until prepare_data has counted the "
+        "items: set dataset.expected_items to see it now"
+    )
+
+
+@functools.cache
+def note_over_walltime(model, name, rulename, shards):
+    logger.warning(
+        f"{rulename} {model} {name}: its work does not fit planning.max_runtime "
+        f"({config['planning']['max_runtime']} min), so it asks for that and may be cut off; "
+        f"models.{model}.ablate_shards: {shards} would fit"
+    )
+
+
+def get_mem_mb(wildcards, attempt, rulename):
+    """Host memory (MB) of a model job: models.<name>.mem_mb (default 32 GB with a GPU and 4 GB
+    without) plus the answer rows it holds; each retry asks for that much more."""
+    base = base_mem_mb(model_entry(wildcards.model))
+    job = model_job_work(wildcards, rulename)
+    return base * attempt if job is None else mem_mb(base, job, attempt)
 
 
 def get_max_new_tokens():
