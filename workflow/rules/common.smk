@@ -343,9 +343,7 @@ def item_counts_of(items, _mtime, control, _control_mtime):
     if control:
         splits = pd.read_parquet(control, columns=["split"])["split"].value_counts()
         extra = {f"control_{k}": int(v) for k, v in splits.items()}
-    return ItemCounts(
-        int(counts["identification"]), int(counts["evaluation"]), **extra
-    )
+    return ItemCounts(int(counts["identification"]), int(counts["evaluation"]), **extra)
 
 
 @functools.cache
