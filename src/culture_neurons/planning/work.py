@@ -29,7 +29,8 @@ from culture_neurons.selection.selectors import is_culture_independent
 #: prompt_tokens.json), plus TEXT_TOKENS for the text (assumed, not measured on CVQA).
 TEXT_TOKENS = 100
 FAMILY_PROMPT_TOKENS = {
-    # Qwen2.5-VL at the paper config's max_pixels 1003520: 1,225-1,247 image tokens (measured).
+    # Qwen2.5-VL at the paper config's max_pixels 1003520: 1,225-1,247 image tokens for photos
+    # of 3000x2000 and more (999 at 1024x768; measured).
     "qwen2_5_vl": 1250 + TEXT_TOKENS,
     # LLaVA-NeXT anyres, 336-px CLIP tiles: 2,144-2,928 image tokens, 2,340 for 4:3 (measured).
     "llava_next": 2350 + TEXT_TOKENS,
@@ -329,12 +330,14 @@ def render_estimate(rows: Sequence[Estimate], counts: ItemCounts, n_cultures: in
     ]
     for r in rows:
         lines.append(
-            f"| {r.job.rule} {r.job.model} {_short(r.job)} | {r.job.masks} | {r.job.answers:,} | "
+            f"| {_label(r.job)} | {r.job.masks} | {r.job.answers:,} | "
             f"{r.job.tokens:,} | {r.gpu_hours:.2f} | {r.runtime:,} | {r.mem_mb:,} | "
             f"{r.shards_to_fit} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _short(job: Job) -> str:
-    return "" if job.name == job.model else job.name
+def _label(job: Job) -> str:
+    """``rule model`` and the selector (``intervention/selector``) of an ablate job."""
+    name = "" if job.name == job.model else f" {job.name}"
+    return f"{job.rule} {job.model}{name}"
