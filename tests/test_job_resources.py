@@ -334,3 +334,31 @@ def test_estimate_prints_every_planned_mask_and_the_gpu_hours(tmp_path, capsys, 
     # A config without expected_items and no items.parquet: one line naming what to give.
     assert cli.main(["estimate", "--config", str(ROOT / "configs/smollm2.yaml")]) == 2
     assert "dataset.expected_items" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda c: c["planning"].update(safety_factor=0.5), "safety_factor"),
+        (lambda c: c["planning"].update(max_runtime=0), "max_runtime"),
+        (lambda c: c["planning"].update(walltime=60), "walltime"),
+        (lambda c: c["models"]["pangea-7b"].update(prompt_tokens=0), "prompt_tokens"),
+        (lambda c: c["models"]["pangea-7b"].update(tokens_per_s=0), "tokens_per_s"),
+        (lambda c: c["dataset"]["expected_items"].pop("evaluation"), "evaluation"),
+    ],
+)
+def test_schema_rejects_bad_planning_keys_naming_them(mutate, key):
+    from snakemake.exceptions import WorkflowError
+
+    config = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
+    config["planning"] = {}
+    mutate(config)
+    with pytest.raises(WorkflowError) as error:
+        validate(config, SCHEMA)
+    assert key in str(error.value)
+
+
+def test_a_rule_without_a_planned_job_is_a_clear_error():
+    f = paper_common(validated("configs/paper.yaml"))
+    with pytest.raises(ValueError, match="rule attribute: .* plans no job attribute"):
+        f["get_runtime"](job("pangea-7b"), 1, "attribute")  # no attribution selector here

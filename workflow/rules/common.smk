@@ -373,7 +373,13 @@ def model_job_work(wildcards, rulename):
         if intervention != HEADLINE:
             name = f"{intervention}/{wildcards.selector}"
     jobs = model_jobs(config, wildcards.model, counts, len(cultures()))
-    return next(job for job in jobs if (job.rule, job.name) == (kind, name))
+    found = [job for job in jobs if (job.rule, job.name) == (kind, name)]
+    if not found:
+        raise ValueError(
+            f"rule {rulename}: culture_neurons.planning.work.model_jobs plans no job "
+            f"{kind} {name} of model {wildcards.model}, so it has no runtime to give"
+        )
+    return found[0]
 
 
 def get_runtime(wildcards, attempt, rulename):
