@@ -46,6 +46,21 @@ def llava_next_tokens(width: int, height: int) -> int:
     return LlavaNextProcessor._get_number_of_features(processor, height, width, 336, 336)
 
 
+def demo_prompt_tokens(items: Path, n: int = 64) -> list[int]:
+    """Whole prompts of the shipped demo model on ``n`` of the demo's evaluation items (needs
+    results/data/demo/items.parquet: `snakemake --cores 2 results/data/demo/items.parquet`)."""
+    import pandas as pd
+
+    from culture_neurons.data.split import EVALUATION, split_rows
+    from culture_neurons.inference.engine import prompt_items
+    from culture_neurons.models import load_adapter
+
+    rows = split_rows(pd.read_parquet(items), EVALUATION).sample(n, random_state=0)
+    spec = {"family": "qwen2_5_vl", "path": str(ROOT / "resources/demo/model"), "dtype": "float32"}
+    adapter = load_adapter({**spec, "device_map": "cpu"})
+    return [int(adapter.build_batch([i])["attention_mask"].sum()) for i in prompt_items(rows)]
+
+
 def main() -> None:
     paper = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
     pixels = paper["models"]["qwen2.5-vl-7b"]["processor"]
@@ -62,6 +77,11 @@ def main() -> None:
             "median": statistics.median(llava),
         },
     }
+    demo_items = ROOT / "results/data/demo/items.parquet"
+    if demo_items.exists():
+        demo = demo_prompt_tokens(demo_items)
+        result["demo"] = {"items": len(demo), "range": [min(demo), max(demo)],
+                          "mean": statistics.mean(demo)}  # fmt: skip
     out = ROOT / "benchmarks/replication/prompt_tokens.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
