@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from culture_neurons.benchmark.bench import BenchSizes, run_bench
+from culture_neurons.planning.estimate import PAPER_CONFIG, load_config
+from culture_neurons.planning.work import ItemCounts, model_jobs
+
+COUNTS = ItemCounts(5178, 5196)  # configs/paper.yaml's dataset.expected_items
 
 pytest_plugins = ["tests.tiny_models"]  # one_torch_thread
 
@@ -87,8 +91,19 @@ def test_bench_writes_every_figure_and_the_engine_answers_as_generate(
     paired = [e / p for e, p in zip(rates["no_drafts"], rates["prefill_only"], strict=True)]
     assert written["engine_vs_prefill_only_runs"] == pytest.approx(paired)
     assert written["engine_vs_prefill_only"] == pytest.approx(sum(paired) / 2)
-    hours = written["replication_hours"]
-    assert hours * 3600 * written["masked_items_per_s"] == pytest.approx(3 * 103 * 5196)
+    # The replication: configs/paper.yaml's planned jobs (3 models x 178 masks) at this device's
+    # tokens per second, i.e. its answers per second times its mean prompt plus new tokens.
+    lengths = written["sizes"]
+    assert lengths["prompt_tokens_min"] <= lengths["prompt_tokens_mean"]
+    assert lengths["prompt_tokens_mean"] <= lengths["prompt_tokens_max"]
+    rate = written["masked_items_per_s"] * (lengths["prompt_tokens_mean"] + SMALL.max_new_tokens)
+    assert written["tokens_per_s"] == pytest.approx(rate)
+    plan = written["replication"]
+    assert (plan["models"], plan["masks_per_model"]) == (3, 178)
+    assert plan["masked_answers"] == 3 * 178 * 5196
+    paper = load_config(PAPER_CONFIG)
+    tokens = sum(job.tokens for m in paper["models"] for job in model_jobs(paper, m, COUNTS, 25))
+    assert written["replication_hours"] * 3600 * rate == pytest.approx(tokens)
 
     markdown = (tmp_path / "bench.md").read_text()
     for key in ("masked_items_per_s", "record_overhead", "selectors_s.cas", "3x2x200",

@@ -338,6 +338,19 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.benchmark.bench:bench_stage")
 
 
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "estimate", help="work, GPU-hours and Slurm runtime of a config's model jobs"
+    )
+    p.add_argument("--config", required=True, help="a workflow config, e.g. configs/paper.yaml")
+    p.add_argument(
+        "--items", default=None, help="its items.parquet (default: dataset.expected_items)"
+    )
+    p.add_argument("--bench", default=None, help="a bench.json (default: planning.bench)")
+    p.add_argument("--out", default=None, help="also write the Markdown here")
+    p.set_defaults(stage="culture_neurons.planning.estimate:estimate_stage")
+
+
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="the paper's Table 2 over models and selectors")
     spec = "MODEL:SELECTOR=PATH ..."
@@ -363,7 +376,7 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS = [
     "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "attribute",
     "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
-    "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench",
+    "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench", "estimate",
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ rule ablate:
     resources:
         gpu=get_ablate_gpus,
         mem_mb=get_mem_mb,
+        runtime=get_runtime,
         batch_size=get_batch_size,
         max_batch_size=get_max_batch_size,
     params:
@@ -59,6 +60,7 @@ rule ablate_shard:
     resources:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
+        runtime=get_runtime,
         batch_size=get_batch_size,
         max_batch_size=get_max_batch_size,
     params:
@@ -109,6 +111,7 @@ rule control_effect:
     resources:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
+        runtime=get_runtime,
         batch_size=get_batch_size,
         max_batch_size=get_max_batch_size,
     params:

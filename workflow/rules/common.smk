@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import json
 import os
@@ -18,6 +19,17 @@ from culture_neurons.ablation.conditions import (
 from culture_neurons.ablation.partial import partial_dir
 from culture_neurons.data.prepare import planned_cultures
 from culture_neurons.demo.shipped import demo_recipe, trains_here
+from culture_neurons.planning.work import (
+    ItemCounts,
+    Planning,
+    base_mem_mb,
+    job_seconds,
+    mem_mb,
+    model_jobs,
+    runtime_minutes,
+    shards_to_fit,
+    tokens_per_s,
+)
 from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.masks import ALL_CULTURES
 from culture_neurons.selection.controls import CONTROL_METHODS
@@ -258,8 +270,14 @@ def get_model_input(wildcards):
     return [path] if path in made else []
 
 
+# Keys that only plan or split a model's jobs: not in the model JSON, so changing them reruns
+# nothing (a chunk size or shard count changes how an ablate job's work is cut, not its tables).
+PLANNING_KEYS = ("prompt_tokens", "tokens_per_s", "ablate_shards", "ablate_chunk_items")
+
+
 def get_model_json(wildcards):
     entry = {**model_entry(wildcards.model), "path": model_path(wildcards.model)}
+    entry = {k: v for k, v in entry.items() if k not in PLANNING_KEYS}
     return shlex.quote(json.dumps(entry, sort_keys=True))
 
 
@@ -299,11 +317,129 @@ def get_gpus(wildcards):
     return model_entry(wildcards.model).get("gpus", 1)
 
 
-def get_mem_mb(wildcards, attempt):
-    """Host memory (MB) of a model job: models.<name>.mem_mb, default 32 GB with a GPU and 4 GB
-    without; each retry asks for that much more."""
+# -- resources of the model jobs from their work (culture_neurons.planning.work) ----------------
+
+
+def planned_item_counts():
+    """Items per split: items.parquet's once prepare_data wrote it, else the config's
+    dataset.expected_items, else None (unknown). Snakemake evaluates resources again just before
+    it submits a job, when items.parquet exists (its upstream prepare_data ran)."""
+    items = Path(f"{data_dir()}/items.parquet")
+    if items.exists():
+        control = Path(task_items("control"))
+        return item_counts_of(
+            str(items),
+            items.stat().st_mtime_ns,
+            str(control) if control.exists() else "",
+            control.stat().st_mtime_ns if control.exists() else 0,
+        )
+    expected = config["dataset"].get("expected_items")
+    return ItemCounts(**expected) if expected else None
+
+
+@functools.cache
+def item_counts_of(items, _mtime, control, _control_mtime):
+    """Read once per file version: every model job's resources ask."""
+    splits = pd.read_parquet(items, columns=["split"])["split"].value_counts()
+    counts = {"identification": 0, "evaluation": 0, **splits.to_dict()}
+    extra = {}
+    if control:
+        splits = pd.read_parquet(control, columns=["split"])["split"].value_counts()
+        extra = {f"control_{k}": int(v) for k, v in splits.items()}
+    return ItemCounts(int(counts["identification"]), int(counts["evaluation"]), **extra)
+
+
+@functools.cache
+def planning_bench():
+    """planning.bench's bench.json (relative to the checkout), or None."""
+    path = config["planning"]["bench"]
+    if not path:
+        return None
+    path = Path(path) if Path(path).is_absolute() else Path(workflow.basedir) / path
+    if not path.exists():
+        raise ValueError(f"planning.bench: {path} does not exist")
+    return json.loads(path.read_text())
+
+
+def model_job_work(wildcards, rulename):
+    """The Job (culture_neurons.planning.work) of this rule and wildcards, or None while the
+    item counts are unknown."""
+    counts = planned_item_counts()
+    if counts is None:
+        return None
+    # ablate, ablate_intervention and a shard of either share one ablate Job (its shards).
+    kind, name = rulename, wildcards.model
+    if rulename.startswith("ablate"):
+        intervention = wildcard_intervention(wildcards)
+        kind = "ablate" if intervention == HEADLINE else "ablate_intervention"
+        name = wildcards.selector
+        if intervention != HEADLINE:
+            name = f"{intervention}/{wildcards.selector}"
+    jobs = model_jobs(config, wildcards.model, counts, len(cultures()))
+    found = [job for job in jobs if (job.rule, job.name) == (kind, name)]
+    if not found:
+        raise ValueError(
+            f"rule {rulename}: culture_neurons.planning.work.model_jobs plans no job "
+            f"{kind} {name} of model {wildcards.model}, so it has no runtime to give"
+        )
+    return found[0]
+
+
+def get_runtime(wildcards, attempt, rulename):
+    """Slurm minutes of a model job: its work at the model's rate, plus the model load, times
+    the safety factor (planning.*); at most planning.max_runtime, which an unknown item count
+    also gets."""
+    planning = Planning.from_config(config)
+    if gathers_shards(wildcards, rulename):
+        return runtime_minutes(0, planning, attempt)
+    job = model_job_work(wildcards, rulename)
+    if job is None:
+        note_unknown_items()
+        return planning.max_runtime
+    rate = tokens_per_s(model_entry(wildcards.model), planning_bench())
+    seconds = job_seconds(job, rate)
+    shards = shards_to_fit(seconds, planning)
+    if shards > job.shards:
+        note_over_walltime(job.model, job.name, rulename, shards)
+    return runtime_minutes(seconds, planning, attempt)
+
+
+@functools.cache
+def note_unknown_items():
+    logger.warning(
+        "the model jobs' runtime is planning.max_runtime until prepare_data has counted the "
+        "items: set dataset.expected_items to see it now"
+    )
+
+
+@functools.cache
+def note_over_walltime(model, name, rulename, shards):
+    logger.warning(
+        f"{rulename} {model} {name}: its work does not fit planning.max_runtime "
+        f"({config['planning']['max_runtime']} min), so it asks for that and may be cut off; "
+        f"models.{model}.ablate_shards: {shards} would fit"
+    )
+
+
+def get_mem_mb(wildcards, attempt, rulename):
+    """Host memory (MB) of a model job: models.<name>.mem_mb (default 32 GB with a GPU and 4 GB
+    without) plus the answer rows it holds; each retry asks for that much more."""
     entry = model_entry(wildcards.model)
-    return entry.get("mem_mb", 32000 if entry.get("gpus", 1) else 4000) * attempt
+    gathers = gathers_shards(wildcards, rulename)
+    base = base_mem_mb({**entry, "gpus": 0} if gathers else entry)
+    job = model_job_work(wildcards, rulename)
+    if job is None:
+        return base * attempt
+    # The gathering job reads every shard's answer rows.
+    return mem_mb(base, dataclasses.replace(job, shards=1) if gathers else job, attempt)
+
+
+def gathers_shards(wildcards, rulename):
+    """An ablate job split into shards only gathers their chunks: no model, no GPU."""
+    return (
+        rulename in ("ablate", "ablate_intervention")
+        and ablate_shards(wildcards.model) > 1
+    )
 
 
 def get_max_new_tokens():

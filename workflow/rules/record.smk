@@ -15,6 +15,7 @@ rule baseline_and_record:
     resources:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
+        runtime=get_runtime,
         batch_size=get_batch_size,
         max_batch_size=get_max_batch_size,
     params:
@@ -45,6 +46,7 @@ rule attribute:
     resources:
         gpu=get_gpus,
         mem_mb=get_mem_mb,
+        runtime=get_runtime,
     params:
         model=get_model_json,
         tasks=get_attribute_task_args,

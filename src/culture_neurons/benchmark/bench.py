@@ -37,6 +37,8 @@ from culture_neurons.inference.decoding import (
 from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
 from culture_neurons.models import apply_keep_masks, load_adapter, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
+from culture_neurons.planning.estimate import replication
+from culture_neurons.planning.work import bench_tokens_per_s
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,6 @@ CUDA_SIZES = BenchSizes(
     hf_batches=(32, 64, 128),
 )  # fmt: skip
 SELECTOR_SHAPE = (25, 28, 18944)
-# The paper's replication: 3 models x ~103 masks (selectors x cultures) x 5,196 evaluation items.
-REPLICATION_ANSWERS = 3 * 103 * 5196
 
 
 # ------------------------------------------------------------------------------------- models
@@ -356,6 +356,7 @@ def run_bench(
     with tempfile.TemporaryDirectory() as tmp:
         adapter = cuda_model() if device == "cuda" else cpu_model(Path(tmp))
         result = _bench_model(adapter, sizes, device)
+    result.update(replication_figures(result))
     result["selectors_s"] = measure_selectors(selector_shape)
     result["selector_shape"] = list(selector_shape)
     result["store_bytes_per_item_neuron"] = _store_bytes(store)
@@ -460,6 +461,7 @@ def _bench_model(adapter: ModelAdapter, sizes: BenchSizes, device: str) -> dict[
             "neurons_off_per_mask": int((keep[0] == 0).sum()),
             "prompt_tokens_min": min(lengths),
             "prompt_tokens_max": max(lengths),
+            "prompt_tokens_mean": float(np.mean(lengths)),
             "batch_size": sizes.batch_size,
             "max_new_tokens": sizes.max_new_tokens,
             "naive_pairs": naive_n,
@@ -489,12 +491,22 @@ def _bench_model(adapter: ModelAdapter, sizes: BenchSizes, device: str) -> dict[
             a["output"].tolist() == b["output"].tolist()
             for a, b in zip(answers["drafts"], answers["no_drafts"], strict=True)
         ),
-        "replication_hours": REPLICATION_ANSWERS / masked_rate / 3600,
         "answer_agreement": float(np.mean(same)),
         "first_word_agreement": float(np.mean([c > 0 for c in common])),
         "mean_common_prefix_words": float(np.mean(common)),
         "choice_agreement": float(np.mean(same_choice)),
         "answers_differing": differing,
+    }
+
+
+def replication_figures(result: dict[str, Any]) -> dict[str, Any]:
+    """configs/paper.yaml's model jobs at this device's rate, each model at its own prompt
+    length (culture_neurons.planning: the formula the workflow's runtimes use)."""
+    plan = replication(result)
+    return {
+        "replication_hours": None if plan is None else plan["gpu_hours"],
+        "replication": plan,
+        "tokens_per_s": bench_tokens_per_s(result),
     }
 
 
@@ -595,9 +607,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"included), without {result['decoder_forwards_per_answer_no_drafts']:.2f} |",
         f"| drafts_change_no_answer | {result['drafts_change_no_answer']} | every answer with "
         "drafts equals the one without |",
-        f"| replication_hours | {result['replication_hours']:.1f} | the paper's replication "
-        f"({REPLICATION_ANSWERS:,} masked answers) at masked_items_per_s, on this device |",
     ]
+    lines.append(_replication_row(result))
     shape = "x".join(map(str, result.get("selector_shape", SELECTOR_SHAPE)))
     for method, numbers in result["selectors_s"].items():
         lines.append(
@@ -616,6 +627,19 @@ def render_markdown(result: dict[str, Any]) -> str:
             for d in result["answers_differing"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _replication_row(result: dict[str, Any]) -> str:
+    plan = result.get("replication")
+    if plan is None:
+        return "| replication_hours | - | configs/paper.yaml not found (not a checkout) |"
+    return (
+        f"| replication_hours | {plan['gpu_hours']:.1f} | configs/paper.yaml's model jobs "
+        f"({plan['models']} models x {plan['masks_per_model']} masks: "
+        f"{plan['masked_answers']:,} masked answers, plus recording and baselines), each model "
+        f"at its prompt length, at this device's {result['tokens_per_s']:,.0f} tokens/s "
+        "(masked_items_per_s x the bench's prompt + new tokens) |"
+    )
 
 
 def bench_stage(device: str, out: str | Path, store: str | Path | None = None) -> dict[str, Any]:
