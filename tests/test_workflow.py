@@ -331,9 +331,16 @@ def fake_finished_run(work: Path) -> None:
             target.touch()
     # The cultures (ablation sources) come from items.parquet once it exists.
     grouping = pd.read_csv(work / "resources/demo/culture_groups.tsv", sep="\t", comment="#")
-    pd.DataFrame({"culture": sorted(grouping["culture"].unique())}).to_parquet(
-        work / "results/data/demo/items.parquet"
+    # The split column gives the model jobs' item counts (their runtime and memory).
+    cultures = sorted(grouping["culture"].unique())
+    items = pd.DataFrame(
+        {
+            "culture": cultures * 2,
+            "split": ["identification"] * len(cultures) + ["evaluation"] * len(cultures),
+        }
     )
+    items.to_parquet(work / "results/data/demo/items.parquet")
+    items.to_parquet(work / "results/data/demo/control/items.parquet")
     now = time.time()  # after the copied sources (the demo spec, the grouping)
     for path in outputs:
         os.utime(work / path, (now, now))

@@ -379,8 +379,8 @@ def model_job_work(wildcards, rulename):
     found = [job for job in jobs if (job.rule, job.name) == (kind, name)]
     if not found:
         raise ValueError(
-            f"rule {rulename}: culture_neurons.planning.work.model_jobs plans no job "
-            f"{kind} {name} of model {wildcards.model}, so it has no runtime to give"
+            f"no runtime for {rulename} of model {wildcards.model}: "
+            f"culture_neurons.planning.work.model_jobs plans no job {kind} {name}"
         )
     return found[0]
 
@@ -396,7 +396,9 @@ def get_runtime(wildcards, attempt, rulename):
     if job is None:
         note_unknown_items()
         return planning.max_runtime
-    rate = tokens_per_s(model_entry(wildcards.model), planning_bench())
+    entry = model_entry(wildcards.model)
+    # The bench is read only for a model without its own rate.
+    rate = tokens_per_s(entry, None if entry.get("tokens_per_s") else planning_bench())
     seconds = job_seconds(job, rate)
     shards = shards_to_fit(seconds, planning)
     if shards > job.shards:
