@@ -21,8 +21,11 @@ rule download_model:
     params:
         args=get_download_model_args,
     shell:
-        # tee: the hub's progress bars show on the login node's terminal, and stay in the log.
-        "culture-neurons download {params.args} --out {output.record} 2>&1 | tee {log}"
+        # The one step that must reach the hub, also when the run exports HF_HUB_OFFLINE=1 for
+        # its compute jobs (README, "Running on SLURM"); tee: the hub's progress bars show on
+        # the login node's terminal and stay in the log.
+        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 culture-neurons download {params.args}"
+        " --out {output.record} 2>&1 | tee {log}"
 
 
 rule download_dataset:
@@ -35,4 +38,5 @@ rule download_dataset:
     params:
         args=get_download_dataset_args,
     shell:
-        "culture-neurons download {params.args} --out {output.record} 2>&1 | tee {log}"
+        "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 culture-neurons download {params.args}"
+        " --out {output.record} 2>&1 | tee {log}"
