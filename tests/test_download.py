@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import constants
 
 from culture_neurons import cli
-from culture_neurons.download import commit_of, ignore_patterns, read_record
+from culture_neurons.data.download import commit_of, ignore_patterns, read_record
 from culture_neurons.errors import InputError
 from culture_neurons.models import load_adapter
 from culture_neurons.models.spec import model_spec_from_config

@@ -88,7 +88,7 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
         "--split", type=_none_if_empty, help="dataset split to cache for offline compute nodes"
     )
     p.add_argument("--out", required=True, help="the download record (JSON)")
-    p.set_defaults(stage="culture_neurons.download:download_stage")
+    p.set_defaults(stage="culture_neurons.data.download:download_stage")
 
 
 def _add_prepare_data(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from culture_neurons.download import read_record
+from culture_neurons.data.download import read_record
 
 TOKEN_SCOPES: tuple[str, ...] = ("all", "text", "image")
 IMAGE_MODES: tuple[str, ...] = ("use", "drop")
