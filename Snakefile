@@ -20,6 +20,7 @@ check_demo_models()
 check_batch_sizes()
 check_controls()
 check_sweeps()
+check_hidden_labels()
 
 
 wildcard_constraints:
@@ -28,6 +29,7 @@ wildcard_constraints:
     intervention="[^/]+",
 
 
+include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/checkpoint.smk"

@@ -632,6 +632,23 @@ def test_selector_columns():
         table2({("m", "cas"): PAPER_QWEN["cas"], ("m", "conact"): PAPER_QWEN["cas"]})
 
 
+def test_table2_names_the_models_without_labels_and_what_to_do():
+    # A hub CVQA run without a labels file: flip rates, no accuracy change anywhere.
+    label_free = summary_of((math.nan,) * 3, (12.0, 4.0, 8.0))
+    summaries = {("Pangea-7B", "cas"): label_free, ("Qwen2.5-VL-7B", "cas"): PAPER_QWEN["cas"]}
+    (note,) = [n for n in table2(summaries).attrs["notes"] if "labels hidden" in n]
+    assert note.startswith("No Acc. Δ for Pangea-7B: labels hidden.")
+    assert "set dataset.labels_file" in note
+    # RND's missing cross and gap cells are no sign of hidden labels.
+    assert not [
+        n
+        for n in table2({("Qwen2.5-VL-7B", k): PAPER_QWEN[k] for k in ("rnd-s0", "cas")}).attrs[
+            "notes"
+        ]
+        if "labels hidden" in n
+    ]
+
+
 def test_write_table2_writes_csv_markdown_and_latex(paper_table, tmp_path):
     paths = write_table2(paper_table, tmp_path / "summary" / "table2")
     assert [p.name for p in paths] == ["table2.csv", "table2.md", "table2.tex"]

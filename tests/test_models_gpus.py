@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -160,11 +161,54 @@ def test_claims_among_the_devices_the_user_left_visible(tmp_path, monkeypatch, h
         other.close()
 
 
-def test_no_claim_in_slurm_or_when_the_job_takes_every_gpu(tmp_path, monkeypatch, held_locks):
+def test_no_claim_when_the_job_takes_every_gpu(tmp_path, monkeypatch, held_locks):
     unset_visible_devices(monkeypatch)
+    # A Slurm-executor job granted exactly its GPUs sees only those: nothing to share out.
     monkeypatch.setenv("SLURM_JOB_ID", "17")
-    assert claim_gpus(1, devices=["0", "1"], lock_dir=tmp_path) is None
-    monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert claim_gpus(1, lock_dir=tmp_path) is None
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    unset_visible_devices(monkeypatch)
     assert claim_gpus(2, devices=["0", "1"], lock_dir=tmp_path) is None
     assert claim_gpus(0, devices=["0", "1"], lock_dir=tmp_path) is None
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert held_locks == []
+
+
+def test_jobs_inside_one_slurm_allocation_share_its_gpus(tmp_path, monkeypatch, held_locks):
+    # The workstation profile inside `salloc --gpus=4`: Slurm shows the allocation's 4 GPUs to
+    # every job step, and each one-GPU job must take its own instead of all landing on GPU 0.
+    unset_visible_devices(monkeypatch)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    first_job = hold(tmp_path, "0")
+    try:
+        assert claim_gpus(1, lock_dir=tmp_path) == ["1"]
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    finally:
+        first_job.close()
+
+
+def test_slurm_without_visible_devices_claims_nothing(tmp_path, monkeypatch, held_locks):
+    # The node's other GPUs may belong to other allocations, whose locks are not ours to see.
+    unset_visible_devices(monkeypatch)
+    monkeypatch.setenv("SLURM_JOB_ID", "17")
+    monkeypatch.setattr("culture_neurons.models.gpus.physical_gpu_count", lambda: 8)
+    assert claim_gpus(1, lock_dir=tmp_path) is None
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_each_slurm_allocation_locks_in_its_own_node_local_folder():
+    # Slurm numbers every allocation's GPUs from 0: two allocations on one node must not share
+    # the lock of "GPU 0".
+    import tempfile
+
+    from culture_neurons.models.gpus import _default_lock_dir
+
+    workstation = _default_lock_dir({})
+    first, second = (
+        _default_lock_dir({"SLURM_JOB_ID": "1"}),
+        _default_lock_dir({"SLURM_JOB_ID": "2"}),
+    )
+    assert len({workstation, first, second}) == 3
+    assert all(d.parent == Path(tempfile.gettempdir()) for d in (workstation, first, second))

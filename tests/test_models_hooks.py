@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -418,3 +419,75 @@ def test_keep_masks_validate_their_arguments(tiny_adapter: ModelAdapter) -> None
     ):
         last_logits(tiny_adapter, batch)
     assert forward_hook_count(modules) == 0
+
+
+# -- the recording's compile fallback ----------------------------------------------------------
+
+
+def broken_backend(graph_module: Any, example_inputs: Any) -> Any:
+    """A compiler backend that fails the way a node without Triton or a C compiler does."""
+    raise RuntimeError("no working C compiler")
+
+
+def activations(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    output = torch.randn(3, 7, 16, generator=generator)
+    valid = torch.rand(3, 7, 1, generator=generator) > 0.3
+    return output, valid
+
+
+def test_a_compiler_failing_at_the_first_call_falls_back_to_eager(monkeypatch, caplog) -> None:
+    # torch.compile itself succeeds; the real Dynamo front end then fails at the first call,
+    # where the recording hook runs it, as on a node without a working compiler.
+    from culture_neurons.models import hooks
+
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: real_compile(fn, backend=broken_backend, **kw)
+    )
+    torch._dynamo.reset()
+    reduce = hooks.compiled_or_eager(reduce_positive)
+    with caplog.at_level("WARNING", logger="culture_neurons.models.hooks"):
+        for seed in range(3):
+            output, valid = activations(seed)
+            got = reduce(output, valid)
+            for mine, eager in zip(got, reduce_positive(output, valid), strict=True):
+                assert torch.equal(mine, eager)
+    torch._dynamo.reset()
+    assert reduce.fell_back
+    warnings = [r for r in caplog.records if "runs eager" in r.getMessage()]
+    assert len(warnings) == 1 and "first call" in warnings[0].getMessage()
+
+
+def test_errors_after_a_successful_first_call_are_real(monkeypatch) -> None:
+    from culture_neurons.models import hooks
+
+    calls = []
+
+    def compiled(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return reduce_positive(*args)
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled)
+    reduce = hooks.compiled_or_eager(reduce_positive)
+    reduce(*activations(0))
+    with pytest.raises(torch.OutOfMemoryError):
+        reduce(*activations(1))
+    assert not reduce.fell_back
+
+
+def test_fused_reduce_compiles_once_on_cuda_only(monkeypatch) -> None:
+    from culture_neurons.models import hooks
+
+    made = []
+    monkeypatch.setattr(hooks, "_compiled_reduce", None)
+    monkeypatch.setattr(hooks, "compiled_or_eager", lambda fn: made.append(fn) or fn)
+    assert hooks.fused_reduce(torch.zeros(1, 1, 1)) is reduce_positive
+    assert made == []
+    # Only the device type is read: a stand-in for a CUDA activation on this CPU machine.
+    cuda_output = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    first = hooks.fused_reduce(cuda_output)
+    assert hooks.fused_reduce(cuda_output) is first
+    assert made == [reduce_positive]

@@ -168,7 +168,10 @@ def test_hidden_labels_switch_to_label_free_mode(tmp_path, grouping, caplog):
     assert report["label_mode"] == "hidden"
     assert (items["label"] == -1).all()
     assert report["excluded"]["invalid_label"] == 0
-    assert "Label-free mode" in (tmp_path / "out" / "report.md").read_text()
+    # The report and the log say what is lost and how to supply labels (file and format).
+    for text in ((tmp_path / "out" / "report.md").read_text(), caplog.text):
+        assert "flip rates only" in text
+        assert "set dataset.labels_file" in text and "item_id (CVQA's ID) and label (0-3" in text
     assert "labels are hidden" in caplog.text
 
 

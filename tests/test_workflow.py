@@ -217,6 +217,64 @@ def test_paper_dry_run_plans_only_the_paper():
     assert planned_models("--configfile", "configs/paper.yaml") == paper_models
 
 
+def planned_jobs(*args: str) -> tuple[list[tuple[str, list[str], str]], str]:
+    """(rule, inputs, shell command) of each job of `snakemake -n -p --forceall`, and its log."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run(
+        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"^\[.*\]$", result.stdout, flags=re.MULTILINE)[1:]:
+        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.MULTILINE)
+        if rule is None:
+            continue
+        inputs = re.search(r"^\s+input: (.*)$", block, flags=re.MULTILINE)
+        command = re.search(r"^Shell command: (.*)$", block, flags=re.MULTILINE)
+        jobs.append(
+            (
+                rule.group(1),
+                inputs.group(1).split(", ") if inputs else [],
+                command.group(1) if command else "",
+            )
+        )
+    return jobs, result.stdout + result.stderr
+
+
+def test_paper_dry_run_downloads_every_hub_input_first_on_the_login_node():
+    jobs, log = planned_jobs("--configfile", "configs/paper.yaml")
+    models = set(load("configs/paper.yaml")["models"])
+    records = {f"results/downloads/models/{m}.json" for m in models}
+    downloads = [j for j in jobs if j[0].startswith("download_")]
+    assert sorted(rule for rule, _, _ in downloads) == ["download_dataset"] + ["download_model"] * 3
+    assert all("culture-neurons download" in command for _, _, command in downloads)
+    (dataset_download,) = [c for r, _, c in downloads if r == "download_dataset"]
+    assert "--repo-type dataset --repo-id afaji/cvqa" in dataset_download
+    assert load("configs/paper.yaml")["dataset"]["revision"] in dataset_download
+    (prepare,) = [inputs for rule, inputs, _ in jobs if rule == "prepare_data"]
+    assert "results/downloads/dataset.json" in prepare
+    model_jobs = [j for j in jobs if j[0] in ("baseline_and_record", "ablate")]
+    assert len(model_jobs) == 3 + 30
+    for _, inputs, command in model_jobs:
+        (record,) = records & set(inputs)  # its own model's download, nothing else
+        # ... and it loads the commit that download recorded.
+        assert f'"download": "{record}"' in command
+    # They run on the login node: the Slurm executor submits no job for them.
+    smk = (ROOT / "workflow/rules/download.smk").read_text()
+    declared = re.search(r"^localrules:\n((?:\s+\w+,\n)+)", smk, flags=re.MULTILINE)
+    assert set(re.findall(r"\w+", declared.group(1))) == {"download_model", "download_dataset"}
+    # Hidden labels are said before any GPU hour, once.
+    assert log.count("no dataset.labels_file") == 1 and "labels_file" in log
+
+
+def test_the_demo_downloads_nothing_and_warns_of_no_hidden_labels():
+    jobs, log = planned_jobs()
+    assert not [rule for rule, _, _ in jobs if rule.startswith("download")]
+    assert not any("results/downloads" in i for _, inputs, _ in jobs for i in inputs)
+    assert "no dataset.labels_file" not in log
+
+
 def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
     counts = dry_run("--configfile", "configs/smollm2.yaml")
     assert counts["prepare_checkpoint"] == 1 and counts["prepare_data"] == 1
@@ -541,8 +599,20 @@ def env_requirements(path: Path) -> dict[str, str]:
     assert env["channels"][0] == "conda-forge", path
     deps = env["dependencies"]
     assert all(isinstance(d, str) for d in deps), f"{path}: no pip section (post-deploy installs)"
-    pairs = [re.match(r"^([A-Za-z0-9_.-]+)\s*(.*)$", d).groups() for d in deps]
-    return {canonical(name): spec.replace(" ", "") for name, spec in pairs}
+    # "name spec" or conda's "name version build" (a build string such as cuda*).
+    pairs = [re.match(r"^([A-Za-z0-9_.-]+)\s*(\S*)(?:\s+\S+)?$", d).groups() for d in deps]
+    return {canonical(name): spec for name, spec in pairs}
+
+
+def test_model_env_asks_for_a_cuda_build_of_pytorch():
+    # Unpinned, conda resolves the CPU build on a login node without a GPU driver.
+    path = ROOT / "envs" / "model.yaml"
+    (torch,) = [d for d in yaml.safe_load(path.read_text())["dependencies"] if "pytorch" in d]
+    name, version, build = torch.split()
+    assert (name, build) == ("pytorch", "cuda*")
+    assert version == pyproject_requirements()["torch"]
+    assert "CONDA_OVERRIDE_CUDA=" in path.read_text()
+    assert "CONDA_OVERRIDE_CUDA=" in (ROOT / "README.md").read_text()
 
 
 def test_every_rule_runs_in_an_existing_env_of_its_kind():
@@ -551,7 +621,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         "make_demo_data", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo_model",
         "baseline_and_record", "attribute", "select", "ablate", "control_effect",
         "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
-        "dose_response",
+        "dose_response", "download_model", "download_dataset",
     }  # fmt: skip
     for name, (env, command) in rules.items():
         assert env is not None and command is not None, name
@@ -561,6 +631,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
     assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["train_demo_model"] == "model"
     assert kinds["prepare_checkpoint"] == kinds["attribute"] == kinds["control_effect"] == "model"
     assert kinds["prepare_data"] == kinds["make_demo_data"] == kinds["prepare_task"] == "data"
+    assert kinds["download_model"] == "model" and kinds["download_dataset"] == "data"
 
 
 @pytest.mark.parametrize("kind", ["data", "model", "analysis"])

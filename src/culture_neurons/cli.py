@@ -77,6 +77,21 @@ def _add_make_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.demo.generate:make_demo_stage")
 
 
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download", help="fetch a hub model or dataset into the HF cache; record its commit"
+    )
+    p.add_argument("--repo-id", required=True, help="hub id, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    p.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    p.add_argument("--revision", type=_none_if_empty, help="branch, tag or commit (default main)")
+    p.add_argument("--hub-config", type=_none_if_empty, help="dataset configuration (text_mcq)")
+    p.add_argument(
+        "--split", type=_none_if_empty, help="dataset split to cache for offline compute nodes"
+    )
+    p.add_argument("--out", required=True, help="the download record (JSON)")
+    p.set_defaults(stage="culture_neurons.data.download:download_stage")
+
+
 def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare-data", help="CVQA rows or a text MCQ table -> items.parquet + data report"
@@ -374,8 +389,8 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
-    "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record", "attribute",
-    "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
+    "download", "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record",
+    "attribute", "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
     "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench", "estimate",
 ]  # fmt: skip
 

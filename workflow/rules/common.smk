@@ -17,6 +17,7 @@ from culture_neurons.ablation.conditions import (
     ratio_label,
 )
 from culture_neurons.ablation.partial import partial_dir
+from culture_neurons.data.labels import HIDDEN_LABELS_HELP
 from culture_neurons.data.prepare import planned_cultures
 from culture_neurons.demo.shipped import demo_recipe, trains_here
 from culture_neurons.planning.work import (
@@ -88,7 +89,7 @@ def get_prepare_data_input(wildcards):
             str(p) for p in Path(config["dataset"]["local_dir"]).glob(files)
         )
     else:
-        inputs = []
+        inputs = [dataset_download_record()]
     if config["dataset"].get("grouping"):
         inputs.append(config["dataset"]["grouping"])
     return inputs
@@ -256,7 +257,8 @@ def get_demo_data_json(wildcards):
 def get_model_input(wildcards):
     """Weights the workflow makes (a demo model's training, a GGUF conversion) are inputs, also
     of another model entry that names them (e.g. a blind run); so are the shipped demo weights,
-    so that regenerated weights rerun what used them. Hub models need none."""
+    so that regenerated weights rerun what used them. Hub models wait for their download
+    record."""
     made = {demo_weights(n) for n in trained_demo_model_names()}
     made |= {checkpoint_dir(n) for n in gguf_model_names()}
     shipped = {
@@ -267,7 +269,7 @@ def get_model_input(wildcards):
     path = model_path(wildcards.model)
     if path in shipped:
         return [f"{path}/model.safetensors"]
-    return [path] if path in made else []
+    return [path] if path in made else download_inputs(wildcards.model)
 
 
 # Keys that only plan or split a model's jobs: not in the model JSON, so changing them reruns
@@ -278,6 +280,9 @@ PLANNING_KEYS = ("prompt_tokens", "tokens_per_s", "ablate_shards", "ablate_chunk
 def get_model_json(wildcards):
     entry = {**model_entry(wildcards.model), "path": model_path(wildcards.model)}
     entry = {k: v for k, v in entry.items() if k not in PLANNING_KEYS}
+    if is_hub_model(wildcards.model):
+        # The job loads the commit its download resolved (culture_neurons.models.spec).
+        entry["download"] = model_download_record(wildcards.model)
     return shlex.quote(json.dumps(entry, sort_keys=True))
 
 
@@ -1030,3 +1035,86 @@ def get_ablate_shard_out_dir(wildcards):
     return ablation_dir(
         wildcards.model, wildcards.selector, wildcard_intervention(wildcards)
     )
+
+
+# -- the download step (login node) and hidden labels -------------------------------------------
+
+# A hub id is "owner/name"; anything that exists on disk is a local folder instead.
+HUB_ID_RE = r"[A-Za-z0-9][\w.-]*/[\w.-]+"
+
+
+def is_hub_model(name):
+    """A model whose weights come from the Hugging Face hub: not the demo's, not a converted
+    GGUF file, not a folder on disk."""
+    import re
+
+    path = str(model_entry(name)["path"])
+    if name in demo_model_names() or name in gguf_model_names() or Path(path).exists():
+        return False
+    return re.fullmatch(HUB_ID_RE, path) is not None
+
+
+def hub_model_names():
+    return [name for name in model_names() if is_hub_model(name)]
+
+
+def model_download_record(name):
+    """Rule download_model's record of a hub model (repo, requested revision, resolved commit)."""
+    return f"results/downloads/models/{name}.json"
+
+
+def needs_dataset_download():
+    return not is_demo_dataset() and config["dataset"]["source"] == "hub"
+
+
+def dataset_download_record():
+    return "results/downloads/dataset.json"
+
+
+def download_inputs(name):
+    """What a model job of ``name`` waits for: its download record, for a hub model only."""
+    return [model_download_record(name)] if is_hub_model(name) else []
+
+
+def get_download_model_args(wildcards):
+    entry = model_entry(wildcards.model)
+    return (
+        f"--repo-type model --repo-id {shlex.quote(str(entry['path']))}"
+        f" --revision {shlex.quote(str(entry.get('revision') or 'main'))}"
+    )
+
+
+def get_download_dataset_args(wildcards):
+    """The dataset's repo at its revision; its split is cached for offline compute nodes."""
+    dataset = config["dataset"]
+    split = "test" if dataset_kind() == "cvqa" else dataset.get("hub_split", "test")
+    args = (
+        f"--repo-type dataset --repo-id {shlex.quote(dataset['hub_id'])}"
+        f" --revision {shlex.quote(str(dataset.get('revision') or 'main'))}"
+        f" --split {shlex.quote(split)}"
+    )
+    if dataset.get("hub_config"):
+        args += f" --hub-config {shlex.quote(dataset['hub_config'])}"
+    return args
+
+
+def labels_hidden_planned():
+    """Whether this run reads CVQA from the hub with no labels file: the public CVQA card says
+    every Label is -1, so the correctness filter and accuracy have nothing to score."""
+    dataset = config["dataset"]
+    return (
+        not is_demo_dataset()
+        and dataset_kind() == "cvqa"
+        and dataset["source"] == "hub"
+        and not dataset.get("labels_file")
+    )
+
+
+def check_hidden_labels():
+    """Warn at parse time (dry runs included), before any GPU hour is spent."""
+    if labels_hidden_planned():
+        logger.warning(
+            f"dataset {config['dataset']['hub_id']} from the hub with no dataset.labels_file: "
+            "the public CVQA has every Label -1 (its card: it 'will always be -1'). "
+            f"{HIDDEN_LABELS_HELP}"
+        )

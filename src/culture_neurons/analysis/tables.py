@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from culture_neurons.analysis.metrics import AVERAGE
+from culture_neurons.data.labels import HIDDEN_LABELS_HELP
 from culture_neurons.errors import InputError
 
 __all__ = [
@@ -270,6 +271,14 @@ def _with_source_rows(
     return out
 
 
+def label_free_models(values: pd.DataFrame) -> list[Hashable]:
+    """Models of :func:`table2_values` with no accuracy change anywhere (hidden labels)."""
+    delta = values.xs(METRICS["delta"], level="Metric")
+    return [
+        model for model, rows in delta.groupby(level="VLM", sort=False) if rows.isna().all().all()
+    ]
+
+
 def table2(
     summaries: Mapping[tuple[Hashable, str], pd.DataFrame],
     significance: Mapping[tuple[Hashable, str], pd.DataFrame] | None = None,
@@ -291,6 +300,11 @@ def table2(
     values, significant = table2_values(summaries)
     formatted = format_table2(values, significant)
     notes = [NOTE_UNITS]
+    unscored = label_free_models(values)
+    if unscored:
+        notes.append(
+            f"No Acc. Δ for {', '.join(map(str, unscored))}: labels hidden. {HIDDEN_LABELS_HELP}"
+        )
     if significant.to_numpy().any():
         notes.append(NOTE_SIGNIFICANT)
     if significance:

@@ -29,6 +29,7 @@ from culture_neurons.data.cvqa import (
 )
 from culture_neurons.data.grouping import Grouping, GroupingError, load_grouping, own_group_code
 from culture_neurons.data.images import decode_image
+from culture_neurons.data.labels import HIDDEN_LABELS_HELP
 from culture_neurons.data.split import assign_splits
 from culture_neurons.data.text_mcq import (
     ColumnMapping,
@@ -466,12 +467,7 @@ def prepare_dataset(config: DatasetConfig, out_dir: str | Path) -> dict[str, Any
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / "report.md").write_text(render_report_md(report))
     if label_mode == "hidden":
-        log.warning(
-            "labels are hidden in %s (every Label is -1): label-free mode - identification uses "
-            "all items and evaluation reports flip rates only. Set dataset.labels_file to score "
-            "accuracy.",
-            source,
-        )
+        log.warning("labels are hidden in %s (every Label is -1). %s", source, HIDDEN_LABELS_HELP)
     for reason, n in exclusions.counts.items():
         log.warning("excluded %d row(s): %s", n, REASONS[reason])
     log.info("wrote %d items (%s) to %s", len(table), report["fingerprint"], out)
@@ -546,9 +542,7 @@ def render_report_md(report: dict[str, Any]) -> str:
     ]
     if report["label_mode"] == "hidden":
         lines.append(
-            "  - Every `Label` is -1 (answers withheld for the leaderboard). Label-free mode: "
-            "the identification pass uses all items, the evaluation reports flip rates only. "
-            "Set `dataset.labels_file` to score accuracy."
+            "  - Every `Label` is -1 (answers withheld for the leaderboard). " + HIDDEN_LABELS_HELP
         )
     lines += ["", "## Excluded rows", "", "| reason | rows | examples |", "|---|---:|---|"]
     for reason, n in report["excluded"].items():

@@ -1,10 +1,12 @@
 """Which GPUs a job uses and how a model is spread over them.
 
-A model entry's `gpus` is what its jobs hold: Slurm sets CUDA_VISIBLE_DEVICES to the GPUs it
-granted. On one workstation nobody does, so a job claims `gpus` free devices itself (a lock file
-per device, held until the process ends; among CUDA_VISIBLE_DEVICES if the user set it) and
-narrows CUDA_VISIBLE_DEVICES to them; Snakemake's `--resources gpu=N` then runs N one-GPU jobs
-side by side, each on its own device.
+A model entry's `gpus` is what its jobs hold. A job that sees more devices than that claims
+`gpus` free ones itself (a lock file per device, held until the process ends) and narrows
+CUDA_VISIBLE_DEVICES to them: on a workstation (every GPU of the machine, or those the user left
+in CUDA_VISIBLE_DEVICES), and inside one Slurm allocation of several GPUs that the workstation
+profile shares out; Snakemake's `--resources gpu=N` then runs N one-GPU jobs side by side, each
+on its own device. A job of the Slurm executor sees exactly the GPUs Slurm granted it, so it
+claims nothing.
 
 With a device_map strategy ("auto", "balanced", ...) the model is spread over the job's GPUs
 only, by a `max_memory` that lists them (transformers balances the layers over the listed
@@ -66,16 +68,20 @@ def claim_gpus(
 ) -> list[str] | None:
     """Claim `n` free devices and narrow CUDA_VISIBLE_DEVICES to them.
 
-    The candidates are `devices`, else CUDA_VISIBLE_DEVICES (the user kept the workflow to some
-    GPUs), else every GPU of the machine. Does nothing (returns None) in a Slurm job (Slurm
-    granted exactly the job's devices), when `n` < 1, or when there are no more than `n`
-    candidates. Must run before CUDA is initialised. Waits while other jobs hold them all.
+    The candidates are `devices`, else CUDA_VISIBLE_DEVICES (the user or Slurm kept the job to
+    some GPUs), else every GPU of the machine. Does nothing (returns None) when `n` < 1 or when
+    there are no more than `n` candidates (a Slurm job granted exactly its devices). Must run
+    before CUDA is initialised. Waits while other jobs hold them all.
     """
-    if n < 1 or "SLURM_JOB_ID" in os.environ:
+    if n < 1:
         return None
     if devices is None:
         devices = visible_devices()
     if devices is None:
+        if "SLURM_JOB_ID" in os.environ:
+            # Slurm without CUDA_VISIBLE_DEVICES: the node's other GPUs may be other jobs', whose
+            # locks live in their own allocation's folder (see _default_lock_dir); claim nothing.
+            return None
         devices = [str(i) for i in range(physical_gpu_count())]
     if len(devices) <= n:
         return None
@@ -109,8 +115,14 @@ def claim_gpus(
     return chosen
 
 
-def _default_lock_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"culture-neurons-gpus-{os.getuid()}"
+def _default_lock_dir(environ: dict[str, str] | os._Environ = os.environ) -> Path:
+    """A node-local folder (device numbers are the node's). Inside a Slurm allocation it is the
+    allocation's own: Slurm numbers each job's granted GPUs from 0, so two allocations on one
+    node both have a "GPU 0" that are different devices and must not wait for each other."""
+    name = f"culture-neurons-gpus-{os.getuid()}"
+    if "SLURM_JOB_ID" in environ:
+        name += f"-slurm{environ['SLURM_JOB_ID']}"
+    return Path(tempfile.gettempdir()) / name
 
 
 def placement_kwargs(

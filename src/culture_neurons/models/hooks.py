@@ -91,6 +91,49 @@ def reduce_positive_rows(output: torch.Tensor, row_tokens: Sequence[torch.Tensor
     return count, positive, total
 
 
+class FirstCallFallback:
+    """A `torch.compile`d function that runs eager where compilation fails.
+
+    torch.compile returns at once; the compiler (Dynamo, Inductor, Triton, a C compiler) only
+    runs at the first call, inside the recording hook. A failure of that first call (no Triton,
+    no working compiler on the node) switches to the eager function for good, with one warning,
+    and answers that call eagerly: the results are the same, only slower. Once a call has
+    succeeded, errors are real and propagate.
+    """
+
+    def __init__(self, compiled: Callable[..., Any], eager: Callable[..., Any]) -> None:
+        self._compiled = compiled
+        self._eager = eager
+        self._first = True
+        self.fell_back = False
+
+    def __call__(self, *args: Any) -> Any:
+        if not self._first:
+            return (self._eager if self.fell_back else self._compiled)(*args)
+        try:
+            result = self._compiled(*args)
+        except Exception as error:  # any compiler failure; a real error recurs eagerly below
+            log.warning(
+                "recording runs eager: torch.compile failed at its first call (%s: %s)",
+                type(error).__name__, " ".join(str(error).split())[:300],
+            )  # fmt: skip
+            self.fell_back = True
+            result = self._eager(*args)
+        self._first = False
+        return result
+
+
+def compiled_or_eager(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(function, dynamic=True)``, falling back to ``function`` itself where
+    compilation is unavailable, when compiling or at the first compiled call."""
+    try:
+        compiled = torch.compile(function, dynamic=True)
+    except Exception as error:  # no Triton, unsupported platform: stay correct, only slower
+        log.warning("recording runs eager (torch.compile unavailable: %s)", error)
+        return function
+    return FirstCallFallback(compiled, function)
+
+
 _compiled_reduce: Callable[..., Reduced] | None = None
 
 
@@ -99,18 +142,14 @@ def fused_reduce(output: torch.Tensor) -> Callable[..., Reduced]:
 
     Eager, the reduction reads the [B, T, D] activations several times; Inductor fuses the
     compare, the selects and the three sums into one kernel. Where compilation is unavailable the
-    eager function runs (same result). The CPU takes `reduce_positive_rows` instead (see
-    `ActivationRecorder`).
+    eager function runs (same result, see `compiled_or_eager`). The CPU takes
+    `reduce_positive_rows` instead (see `ActivationRecorder`).
     """
     global _compiled_reduce
     if output.device.type != "cuda":
         return reduce_positive
     if _compiled_reduce is None:
-        try:
-            _compiled_reduce = torch.compile(reduce_positive, dynamic=True)
-        except Exception as error:  # no Triton, unsupported platform: stay correct, only slower
-            log.warning("recording runs eager (torch.compile unavailable: %s)", error)
-            _compiled_reduce = reduce_positive
+        _compiled_reduce = compiled_or_eager(reduce_positive)
     return _compiled_reduce
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import re
+from pathlib import Path
 from typing import Any
 
 import transformers
@@ -14,6 +16,7 @@ from .spec import AdapterSpec
 # transformers 4.56 renamed `torch_dtype=` to `dtype=`; older releases pass an unknown `dtype=` on
 # to the config and silently load float32, so the name has to follow the installed version.
 DTYPE_KWARG = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def resolve_class(name: str) -> type:
@@ -38,3 +41,28 @@ def model_kwargs(spec: AdapterSpec) -> dict[str, Any]:
     # A workflow model entry's `gpus` spreads the model over the GPUs its job holds (gpus.py).
     kwargs.update(job_placement(spec.device_map, spec.gpus, model=spec.path))
     return kwargs
+
+
+def loaded_commit(spec: AdapterSpec, model: Any = None) -> str | None:
+    """The hub commit a model's files were read from; None for a folder outside the hub cache.
+
+    transformers < 5 records it as ``config._commit_hash``; later releases do not, so it is looked
+    up where `from_pretrained` found the files: the cache snapshot of ``spec.revision`` (offline,
+    no hub call), or a local path that is itself a snapshot folder.
+    """
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    local = Path(spec.path)
+    if local.exists():
+        return local.resolve().name if _is_snapshot(local.resolve()) else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.path, "config.json", revision=spec.revision)
+    if isinstance(cached, str) and _is_snapshot(Path(cached).parent):
+        return Path(cached).parent.name
+    return None
+
+
+def _is_snapshot(folder: Path) -> bool:
+    return folder.parent.name == "snapshots" and bool(_COMMIT.fullmatch(folder.name))

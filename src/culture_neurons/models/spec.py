@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from culture_neurons.data.download import read_record
+
 TOKEN_SCOPES: tuple[str, ...] = ("all", "text", "image")
 IMAGE_MODES: tuple[str, ...] = ("use", "drop")
 
@@ -26,6 +28,8 @@ class AdapterSpec:
     family: str
     path: str
     revision: str | None = None
+    # The revision the config asked for when `revision` is the commit a download resolved it to.
+    requested_revision: str | None = None
     dtype: str = "auto"
     device_map: str | dict[str, Any] | None = None
     # GPUs the job holds (the workflow's `gpus`); None: place as device_map says, nothing more.
@@ -72,7 +76,11 @@ class AdapterSpec:
 
 
 def model_spec_from_config(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A `models:` config entry as the adapter spec (workflow-only keys dropped)."""
+    """A `models:` config entry as the adapter spec (workflow-only keys dropped).
+
+    An entry with ``download`` (the workflow adds the download record of a hub model) loads the
+    commit the download resolved, not the branch: every job of a run reads the same snapshot.
+    """
     spec = {
         key: entry[key]
         for key in (
@@ -91,4 +99,14 @@ def model_spec_from_config(entry: Mapping[str, Any]) -> dict[str, Any]:
         spec["model_class"] = entry["model_class"]
     if entry.get("processor"):
         spec["processor_kwargs"] = entry["processor"]
+    if entry.get("download"):
+        record = read_record(entry["download"], str(entry["path"]))
+        requested = entry.get("revision") or "main"
+        if record["revision"] != requested:
+            raise ValueError(
+                f"download record {entry['download']} holds revision {record['revision']!r}, "
+                f"the config asks for {requested!r}: rerun the download rule"
+            )
+        spec["requested_revision"] = requested
+        spec["revision"] = record["commit"]
     return spec
