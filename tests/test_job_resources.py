@@ -360,5 +360,5 @@ def test_schema_rejects_bad_planning_keys_naming_them(mutate, key):
 
 def test_a_rule_without_a_planned_job_is_a_clear_error():
     f = paper_common(validated("configs/paper.yaml"))
-    with pytest.raises(ValueError, match="rule attribute: .* plans no job attribute"):
+    with pytest.raises(ValueError, match="no runtime for attribute .* no job attribute"):
         f["get_runtime"](job("pangea-7b"), 1, "attribute")  # no attribution selector here

@@ -619,7 +619,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
         "make_demo_data", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo_model",
-        "baseline_and_record", "attribute", "select", "ablate", "control_effect",
+        "baseline_and_record", "attribute", "select", "ablate", "ablate_shard", "control_effect",
         "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
         "dose_response", "download_model", "download_dataset",
     }  # fmt: skip
@@ -628,7 +628,8 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         assert Path(env).is_file(), f"rule {name}: {env} does not exist"
         assert Path(env).parent == ROOT / "envs", name
     kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
-    assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["train_demo_model"] == "model"
+    assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["ablate_shard"] == "model"
+    assert kinds["train_demo_model"] == "model"
     assert kinds["prepare_checkpoint"] == kinds["attribute"] == kinds["control_effect"] == "model"
     assert kinds["prepare_data"] == kinds["make_demo_data"] == kinds["prepare_task"] == "data"
     assert kinds["download_model"] == "model" and kinds["download_dataset"] == "data"

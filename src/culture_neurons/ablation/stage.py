@@ -281,6 +281,7 @@ def ablate_stage(
     missing ones. With ``gather`` nothing is answered and the model is not loaded: the chunks
     come from the `ablate_shard_stage` jobs of a split ablate job.
     """
+    checked_ceiling(batch_size, max_batch_size)  # before anything is read
     work = plan_work(
         items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
         store=store, batch_size=batch_size, max_batch_size=max_batch_size,
@@ -328,6 +329,7 @@ def ablate_shard_stage(
     with ``gather`` writes the tables once every shard is done. Returns the shard's chunks."""
     if shards < 1 or not 0 <= shard < shards:
         raise InputError(f"--shard {shard} of --shards {shards}: need 0 <= shard < shards")
+    checked_ceiling(batch_size, max_batch_size)
     work = plan_work(
         items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
         store=store, batch_size=batch_size, max_batch_size=max_batch_size,
