@@ -130,6 +130,10 @@ def test_chunked_tables_equal_one_uninterrupted_answer_masked(setup, uninterrupt
             table.insert(0, "source", source)
             table.insert(1, "ratio", ratio)
             table.insert(2, "intervention", "zero")
+            # Which model answered: a local folder, so no hub commit.
+            table.attrs["model"] = {
+                "model_path": setup["spec"]["path"], "revision": None, "commit": None,
+            }  # fmt: skip
             name = f"{source}.parquet" if ratio == 0.2 else f"r{ratio:g}/{source}.parquet"
             buffer = io.BytesIO()
             table.to_parquet(buffer, index=False)

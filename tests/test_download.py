@@ -10,14 +10,17 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"  # a stray hub call fails at once
 
 import huggingface_hub
+import pandas as pd
 import pytest
 from huggingface_hub import constants
 
 from culture_neurons import cli
+from culture_neurons.analysis.stages import models_loaded_note
 from culture_neurons.data.download import commit_of, ignore_patterns, read_record
 from culture_neurons.errors import InputError
 from culture_neurons.models import load_adapter
-from culture_neurons.models.spec import model_spec_from_config
+from culture_neurons.models.loading import model_provenance
+from culture_neurons.models.spec import AdapterSpec, model_spec_from_config
 from culture_neurons.record.recording import store_attrs
 
 pytest_plugins = ["tests.tiny_models"]
@@ -164,3 +167,29 @@ def test_a_local_folder_records_no_commit(tiny_checkpoint):
         {"family": "qwen2_5_vl", "path": str(path), "dtype": "float32", "device_map": "cpu"}
     )
     assert adapter.metadata()["commit"] is None
+
+
+def test_a_job_that_does_not_load_the_model_still_names_its_commit(
+    tmp_path, monkeypatch, tiny_checkpoint
+):
+    # The gathering ablate job writes tables without loading the model: the commit comes from
+    # the cache snapshot the spec names, and reaches Table 2's notes through the summaries.
+    fake_cache(tmp_path / "hub", tiny_checkpoint("qwen2_5_vl"), {"main": NEWER, "old": SHA})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    entry = {"family": "qwen2_5_vl", "path": "org/vlm", "revision": "main",
+             "download": str(write_record(tmp_path / "vlm.json"))}  # fmt: skip
+    provenance = model_provenance(AdapterSpec.from_mapping(model_spec_from_config(entry)))
+    assert provenance == {"model_path": "org/vlm", "revision": "main", "commit": SHA}
+    hub_table, local_table = pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [2]})
+    hub_table.attrs["model"] = provenance
+    local_table.attrs["model"] = {"model_path": "weights/", "revision": None, "commit": None}
+    path = tmp_path / "summary.parquet"
+    hub_table.to_parquet(path)
+    (note,) = models_loaded_note({
+        ("vlm", "cas"): pd.read_parquet(path), ("vlm", "lap"): hub_table,
+        ("local", "cas"): local_table, ("old", "cas"): pd.DataFrame(),
+    })  # fmt: skip
+    assert note == (
+        f"Models loaded: vlm: org/vlm (commit {SHA}, revision main); "
+        "local: weights/ (a local folder, no hub commit)."
+    )

@@ -90,6 +90,7 @@ def test_whole_dag_produces_every_artifact(finished_run):
     assert len(matrix) == len(cultures) ** 2
     table2 = (work / "results/summary/table2.md").read_text()
     assert "Self-Cross Gap" in table2 and "CAS" in table2 and "RND" in table2
+    assert "Models loaded: " in table2 and "(a local folder, no hub commit)" in table2
     for figure in ("cas_ablation", "cas_layers", "lap_ablation", "rnd-s0_layers"):
         for ext in (".png", ".pdf"):
             assert (work / f"results/figures/{MODEL}/{figure}{ext}").stat().st_size > 1000

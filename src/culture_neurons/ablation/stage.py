@@ -38,7 +38,8 @@ from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
 from culture_neurons.inference.engine import answer_masked, items_per_window
 from culture_neurons.models import load_adapter
-from culture_neurons.models.spec import model_spec_from_config
+from culture_neurons.models.loading import model_provenance
+from culture_neurons.models.spec import AdapterSpec, model_spec_from_config
 from culture_neurons.record.store import identification_means, open_store
 from culture_neurons.selection.masks import masks_at_ratio, read_masks, read_ranks
 
@@ -116,6 +117,7 @@ class AblateWork:
     evaluation: pd.DataFrame
     bounds: list[tuple[int, int]]  # [start, stop) rows of each chunk
     manifest: dict[str, Any]
+    provenance: dict[str, str | None]  # the model that answers (`model_provenance`)
 
 
 def plan_work(
@@ -175,6 +177,7 @@ def plan_work(
         evaluation=evaluation,
         bounds=chunk_bounds(len(evaluation), size),
         manifest=json.loads(json.dumps(manifest)),  # as read back from the manifest file
+        provenance=model_provenance(AdapterSpec.from_mapping(spec)),
     )
 
 
@@ -243,6 +246,7 @@ def write_tables(
         table.insert(0, "source", source)
         table.insert(1, "ratio", ratio)
         table.insert(2, "intervention", work.kind.name)
+        table.attrs["model"] = work.provenance
         path = table_path(out_dir, source, ratio, work.headline, sweep_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_parquet(path, index=False)

@@ -95,6 +95,8 @@ def matrices_stage(
         base, read_ablations(ablations), selector, n_boot=n_boot, seed=seed,
         significance=significance_out is not None or sweep_out is not None,
     )  # fmt: skip
+    if "model" in base.attrs:  # which model answered, on to Table 2's notes
+        summary.attrs["model"] = base.attrs["model"]
     write_matrix(matrix, out)
     write_summary(summary, summary_out)
     if significance_out is not None and tests is not None:
@@ -178,6 +180,21 @@ def baseline_figure_stage(
     return paths
 
 
+def models_loaded_note(summaries: Mapping[tuple[str, str], pd.DataFrame]) -> list[str]:
+    """Table 2's note naming the model files each row came from (path, requested revision,
+    commit loaded), as the summaries carry them from the baseline tables; none if none do."""
+    loaded: dict[str, str] = {}
+    for (model, _), table in summaries.items():
+        source = table.attrs.get("model")
+        if source and model not in loaded:
+            commit = source.get("commit")
+            where = f"commit {commit}" if commit else "a local folder, no hub commit"
+            revision = source.get("revision")
+            asked = f", revision {revision}" if revision and revision != commit else ""
+            loaded[model] = f"{model}: {source.get('model_path')} ({where}{asked})"
+    return [f"Models loaded: {'; '.join(loaded.values())}."] if loaded else []
+
+
 def summary_stage(
     summaries: Mapping[tuple[str, str], str | Path] | Iterable[tuple[tuple[str, str], str | Path]],
     out_prefix: str | Path,
@@ -193,7 +210,9 @@ def summary_stage(
     PREFIX_significance.csv."""
     tables = {key: pd.read_parquet(path) for key, path in dict(summaries).items()}
     tests = {key: pd.read_parquet(path) for key, path in dict(significance or {}).items()}
-    paths = write_table2(table2(tables, tests or None), out_prefix)
+    table = table2(tables, tests or None)
+    table.attrs["notes"] = [*table.attrs.get("notes", []), *models_loaded_note(tables)]
+    paths = write_table2(table, out_prefix)
     if tests:
         rows = [t.assign(model=model) for (model, _), t in tests.items() if len(t)]
         merged = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

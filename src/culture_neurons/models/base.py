@@ -22,7 +22,7 @@ from culture_neurons.errors import InputError
 
 from .image_bound import processor_bound
 from .layers import decoder_act_fns, find_decoder_layers, mlp_width
-from .loading import hub_kwargs, loaded_commit, model_kwargs, resolve_class
+from .loading import hub_kwargs, model_kwargs, model_provenance, resolve_class
 from .prompt import build_messages, build_prompt_text
 from .spec import TOKEN_SCOPES, AdapterSpec
 
@@ -174,12 +174,10 @@ class ModelAdapter:
     def metadata(self) -> dict[str, Any]:
         """What identifies this model's activations (for artifact attributes)."""
         spec = self.spec
+        unknown = {"model_path": None, "revision": None, "commit": None}
         return {
             "family": self.family,
-            "model_path": spec.path if spec else None,
-            # The revision the config asked for ("main") and the commit actually loaded.
-            "revision": (spec.requested_revision or spec.revision) if spec else None,
-            "commit": loaded_commit(spec, self.model) if spec else None,
+            **(model_provenance(spec, self.model) if spec else unknown),
             "dtype": str(self.dtype).removeprefix("torch."),
             "token_scope": self.token_scope,
             "image": spec.image if spec else "use",

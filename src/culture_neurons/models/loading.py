@@ -43,6 +43,17 @@ def model_kwargs(spec: AdapterSpec) -> dict[str, Any]:
     return kwargs
 
 
+def model_provenance(spec: AdapterSpec, model: Any = None) -> dict[str, str | None]:
+    """Which model answered: its path, the revision the config asked for ("main") and the hub
+    commit its files were read from (None for a folder outside the hub cache). Written into the
+    stores' attributes and the answer tables (`pandas.DataFrame.attrs`, kept by parquet)."""
+    return {
+        "model_path": str(spec.path),
+        "revision": spec.requested_revision or spec.revision,
+        "commit": loaded_commit(spec, model),
+    }
+
+
 def loaded_commit(spec: AdapterSpec, model: Any = None) -> str | None:
     """The hub commit a model's files were read from; None for a folder outside the hub cache.
 

@@ -18,6 +18,7 @@ import pandas as pd
 from culture_neurons.data.split import EVALUATION, IDENTIFICATION, split_rows
 from culture_neurons.inference.batch_memory import checked_ceiling
 from culture_neurons.models import load_adapter
+from culture_neurons.models.loading import model_provenance
 from culture_neurons.models.spec import model_spec_from_config
 from culture_neurons.record.recording import (
     baseline_table_from_store,
@@ -66,9 +67,10 @@ def record_stage(
     )
     out = Path(baseline_dir)
     out.mkdir(parents=True, exist_ok=True)
-    baseline_table_from_store(recorded, identification).to_parquet(
-        out / f"{IDENTIFICATION}.parquet", index=False
-    )
+    provenance = model_provenance(adapter.spec, adapter.model)
+    identification_table = baseline_table_from_store(recorded, identification)
+    identification_table.attrs["model"] = provenance
+    identification_table.to_parquet(out / f"{IDENTIFICATION}.parquet", index=False)
     evaluation = evaluation_baseline(
         adapter,
         split_rows(table, EVALUATION),
@@ -76,6 +78,7 @@ def record_stage(
         max_new_tokens=max_new_tokens,
         max_batch_size=ceiling,
     )
+    evaluation.attrs["model"] = provenance
     evaluation.to_parquet(out / f"{EVALUATION}.parquet", index=False)
     summary = {
         "identification_items": len(identification),
