@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 INPUTS = re.compile(
-    r"(?P<stage>record|baseline|ablate[^:]*): inputs: (?P<items>\d+) items loaded in "
+    r"(?P<stage>record|baseline|ablate[^:]*|chunk \d+/\d+): inputs: (?P<items>\d+) items loaded in "
     r"(?P<load>[\d.]+) s .* waited (?P<wait>[\d.]+) s for them and answered in (?P<model>[\d.]+) s"
 )
 
