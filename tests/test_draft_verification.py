@@ -1,6 +1,7 @@
 """The unmasked answer as a draft: masked rows check it in their prefill instead of decoding it,
 and keep exactly the tokens of step-by-step greedy decoding (float32), for every family, with the
-repetition penalty, and with an end-of-sequence token inside the draft."""
+repetition penalty, and with an end-of-sequence token inside the draft. The items' prompts differ
+in length, so drafts sit after left-padded prompts of different widths."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons.data.split import split_rows
+from culture_neurons.inference import engine
 from culture_neurons.inference.decoding import (
     DecodeStats,
     GreedySettings,
@@ -16,16 +17,15 @@ from culture_neurons.inference.decoding import (
     greedy_decode,
 )
 from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
-from tests.cvqa_fixture import prepare_fixture
+from tests.varied_inputs import end_of_sequence, frequent_reply_token
 
 pytest_plugins = ["tests.tiny_models"]
 MAX_NEW = 10
 
 
 @pytest.fixture(scope="module")
-def evaluation(tmp_path_factory) -> pd.DataFrame:
-    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
-    return split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(6)
+def evaluation(varied_evaluation) -> pd.DataFrame:
+    return varied_evaluation
 
 
 def banks(adapter, offs: list[float], seed: int = 0) -> torch.Tensor:
@@ -78,13 +78,7 @@ def test_an_end_of_sequence_token_inside_the_draft(load_tiny, evaluation, one_to
     adapter = load_tiny("llava_next")
     # Make a token the model often writes mid-answer the end of sequence, so drafts end early
     # and masked rows either stop with them or disagree before.
-    free = answer_masked(adapter, evaluation, None, batch_size=6, max_new_tokens=MAX_NEW)[0]
-    ids = adapter.tokenizer(free["output"].tolist(), add_special_tokens=False)["input_ids"]
-    counts = pd.Series([t for row in ids for t in row[1:]]).value_counts()
-    config = adapter.model.generation_config
-    before = config.eos_token_id
-    config.eos_token_id = int(counts.index[0])
-    try:
+    with end_of_sequence(adapter, frequent_reply_token(adapter, evaluation, MAX_NEW)):
         keep = banks(adapter, [0.0, 0.05, 0.5], seed=2)
         stats = DecodeStats()
         drafted = answer_masked(adapter, evaluation, keep, batch_size=4,
@@ -93,8 +87,6 @@ def test_an_end_of_sequence_token_inside_the_draft(load_tiny, evaluation, one_to
             reference_answers(adapter, evaluation, max_new_tokens=MAX_NEW, keep=keep[m : m + 1])
             for m in range(len(keep))
         ]
-    finally:
-        config.eos_token_id = before
     assert [t["output"].tolist() for t in drafted] == expected
     lengths = {len(o) for t in drafted for o in t["output"]}
     assert len(lengths) > 1  # answers end at different points
@@ -129,10 +121,35 @@ def test_a_wrong_or_short_draft_still_gives_the_greedy_tokens(load_tiny, evaluat
                       drafts=[[], [1], [1]])  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("drafted", "accepted", "on"),
+    [
+        (32, 16, True),  # exactly the minimum share: drafting goes on
+        (32, 15, False),  # below it: off
+        (31, 0, True),  # not judged before the probe's rows are in
+        (40, 20, True),
+    ],
+)
+def test_drafting_is_judged_at_the_probe_size_and_minimum_share(drafted, accepted, on):
+    assert engine.DRAFT_PROBE_ROWS == 32 and engine.DRAFT_MIN_ACCEPTANCE == 0.5
+    drafting = engine._Drafting(on=True)
+    drafting.judge(drafted, accepted)
+    assert drafting.on is on
+
+
+def test_drafting_judges_the_rows_of_every_batch_so_far():
+    drafting = engine._Drafting(on=True)
+    drafting.judge(20, 20)  # below the probe size: not judged yet
+    drafting.judge(12, 0)  # 20 of 32: above the minimum share
+    assert drafting.on
+    drafting.judge(10, 0)  # 20 of 42: below it
+    assert not drafting.on
+    drafting.judge(100, 100)  # once off, it stays off for the run
+    assert not drafting.on
+
+
 def test_drafting_stops_when_drafts_are_rarely_accepted(load_tiny, evaluation, one_torch_thread,
                                                         monkeypatch):  # fmt: skip
-    from culture_neurons.inference import engine
-
     adapter = load_tiny("qwen2_5_vl")
     monkeypatch.setattr(engine, "DRAFT_PROBE_ROWS", 4)
     rows = len(evaluation) * 2

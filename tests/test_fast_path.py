@@ -2,7 +2,8 @@
 
 The fast path captures each item's decoder inputs once, expands them over masks, sorts by length,
 pads, drops a row at end of sequence and halves its batch on out-of-memory; none of that may
-change an answer or the order of the output.
+change an answer or the order of the output. The items' prompts all differ in token count (text
+and image size), so every batch of more than one item is left-padded.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import pytest
 import torch
 
 from culture_neurons import cli
-from culture_neurons.data.split import split_rows
-from culture_neurons.inference import batch_memory, engine
-from culture_neurons.inference.decoding import OutOfMemoryError
-from culture_neurons.inference.engine import answer_masked, reference_answers
-from tests.cvqa_fixture import prepare_fixture
+from culture_neurons.inference import batch_memory, decoding, engine
+from culture_neurons.inference.decoding import (
+    DecodeStats,
+    GreedySettings,
+    OutOfMemoryError,
+    capture_prompts,
+    greedy_decode,
+)
+from culture_neurons.inference.engine import answer_masked, model_items, reference_answers
 from tests.fake_memory import FakeMemory
+from tests.varied_inputs import end_of_sequence, frequent_reply_token
 
 pytest_plugins = ["tests.tiny_models"]
 
@@ -26,9 +32,14 @@ GPU0 = torch.device("cuda", 0)
 
 
 @pytest.fixture(scope="module")
-def evaluation(tmp_path_factory) -> pd.DataFrame:
-    out = prepare_fixture(tmp_path_factory.mktemp("cvqa"))
-    return split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(6)
+def evaluation(varied_evaluation) -> pd.DataFrame:
+    return varied_evaluation
+
+
+def prompt_lengths(adapter, rows: pd.DataFrame) -> list[int]:
+    """Each row's prompt token count, as `capture_prompts` keeps it."""
+    batch = adapter.build_batch(model_items(adapter, rows))
+    return [prompt.length for prompt in capture_prompts(adapter, batch)]
 
 
 def _random_keep(adapter, n_masks: int, seed: int, off: float = 0.3) -> torch.Tensor:
@@ -38,6 +49,8 @@ def _random_keep(adapter, n_masks: int, seed: int, off: float = 0.3) -> torch.Te
 
 
 def test_fast_path_equals_generate_per_item_and_mask(tiny_adapter, evaluation, one_torch_thread):
+    # Padded batches: no two prompts have the same number of tokens.
+    assert len(set(prompt_lengths(tiny_adapter, evaluation))) == len(evaluation)
     keep = _random_keep(tiny_adapter, 3, seed=1)
     fast = answer_masked(tiny_adapter, evaluation, keep, batch_size=5, max_new_tokens=10)
     for mask in range(3):
@@ -46,6 +59,66 @@ def test_fast_path_equals_generate_per_item_and_mask(tiny_adapter, evaluation, o
         )
         assert fast[mask]["output"].tolist() == expected
         assert fast[mask]["item_id"].tolist() == evaluation["item_id"].tolist()
+
+
+def test_replies_ending_at_different_lengths_equal_generate(tiny_adapter, evaluation,
+                                                            one_torch_thread):  # fmt: skip
+    """Rows leave the batch (and the KV cache) at different steps: a token the model often
+    writes is made the end of sequence, so replies end early, late, or run to the limit."""
+    keep = _random_keep(tiny_adapter, 2, seed=6, off=0.1)
+    ending = frequent_reply_token(tiny_adapter, evaluation, max_new_tokens=10)
+    with end_of_sequence(tiny_adapter, ending):
+        fast = answer_masked(tiny_adapter, evaluation, keep, batch_size=4, max_new_tokens=10)
+        for mask in range(2):
+            expected = reference_answers(
+                tiny_adapter, evaluation, max_new_tokens=10, keep=keep[mask : mask + 1]
+            )
+            assert fast[mask]["output"].tolist() == expected
+    lengths = {len(tiny_adapter.tokenizer(o)["input_ids"]) for t in fast for o in t["output"]}
+    assert len(lengths) > 2, "replies of several lengths"
+
+
+def test_captured_prompts_of_a_padded_batch_equal_each_item_alone(tiny_adapter, evaluation,
+                                                                  one_torch_thread):  # fmt: skip
+    """Per row, the padding removed: the same embeddings, input ids and position ids (the
+    multimodal RoPE's 3 components for Qwen2.5-VL, one row of ids for LLaVA-NeXT and Pangea)
+    as the item gets in a batch of its own."""
+    items = model_items(tiny_adapter, evaluation)
+    batch = tiny_adapter.build_batch(items)
+    assert not batch["attention_mask"].bool().all()  # padded
+    together = capture_prompts(tiny_adapter, batch)
+    for item, prompt in zip(items, together, strict=True):
+        (alone,) = capture_prompts(tiny_adapter, tiny_adapter.build_batch([item]))
+        assert prompt.positions.shape == alone.positions.shape
+        assert torch.equal(prompt.positions, alone.positions)
+        assert torch.equal(prompt.input_ids, alone.input_ids)
+        torch.testing.assert_close(prompt.embeds, alone.embeds, rtol=1e-5, atol=1e-5)
+
+
+def test_prompts_without_position_ids_count_from_zero(load_tiny, evaluation, one_torch_thread):
+    """A decoder that `generate()` calls without position ids counts from 0 over each padded
+    row; the captured prompt counts from 0 over the item alone, and decodes as generate() does."""
+    adapter = load_tiny("llava_next")
+    stack = decoding.decoder_stack(adapter)
+
+    def drop_positions(module, args, kwargs):
+        kwargs.pop("position_ids", None)
+        return args, kwargs
+
+    batch = adapter.build_batch(model_items(adapter, evaluation))
+    handle = stack.register_forward_pre_hook(drop_positions, with_kwargs=True)
+    try:
+        prompts = capture_prompts(adapter, batch)
+    finally:
+        handle.remove()
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) == len(lengths)
+    for prompt, length in zip(prompts, lengths, strict=True):
+        assert prompt.positions.tolist() == [list(range(length))]
+    settings = GreedySettings.from_model(adapter.model)
+    tokens = greedy_decode(adapter, prompts, max_new_tokens=6, settings=settings)
+    texts = engine.decode_texts(adapter, tokens)
+    assert texts == reference_answers(adapter, evaluation, max_new_tokens=6)
 
 
 def test_fast_path_mixes_intervention_kinds_as_each_alone(tiny_adapter, evaluation,
@@ -99,18 +172,35 @@ def test_repetition_penalty_is_applied_as_generate_does(load_tiny, evaluation, o
     assert fast["output"].tolist() == expected
 
 
-@pytest.mark.parametrize("window_rows", [1, 4, 1000])
+@pytest.mark.parametrize("drafts", [False, True])
+@pytest.mark.parametrize("window_rows", [1, 6, 1000])
 def test_length_sorting_windows_do_not_change_answers_or_order(
-    load_tiny, evaluation, one_torch_thread, window_rows
+    load_tiny, evaluation, one_torch_thread, window_rows, drafts
 ):
+    """Windows of 1, 2 and all 6 items, each sorted by prompt length (which reorders them: the
+    items are not in length order), answer as items one at a time do, in the order given; the
+    drafts, decoded in length order, go to their own items (a no-op mask accepts every one)."""
     adapter = load_tiny("llava_next")
-    keep = _random_keep(adapter, 2, seed=2)
-    baseline = answer_masked(adapter, evaluation, keep, batch_size=1, max_new_tokens=6)
+    lengths = prompt_lengths(adapter, evaluation)
+    assert lengths != sorted(lengths) and len(set(lengths)) == len(lengths)
+    keep = torch.cat([torch.ones(1, adapter.n_layers, adapter.n_neurons),
+                      _random_keep(adapter, 2, seed=2)])  # fmt: skip
+    baseline = answer_masked(adapter, evaluation, keep, batch_size=1, max_new_tokens=6,
+                             drafts=False)  # fmt: skip
+    stats = DecodeStats()
     windowed = answer_masked(
-        adapter, evaluation, keep, batch_size=3, max_new_tokens=6, window_rows=window_rows
-    )
+        adapter, evaluation, keep, batch_size=3, max_new_tokens=6, window_rows=window_rows,
+        drafts=drafts, stats=stats,
+    )  # fmt: skip
     for alone, together in zip(baseline, windowed, strict=True):
         pd.testing.assert_frame_equal(alone, together)
+    if drafts:
+        assert stats.drafted == len(evaluation) * len(keep)
+        # A row is finished by its draft exactly when its answer is its item's unmasked one (the
+        # no-op mask's): a draft handed to another item would be rejected.
+        unmasked = windowed[0]["output"]
+        agreeing = sum(int((table["output"] == unmasked).sum()) for table in windowed)
+        assert stats.accepted == agreeing
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_every_answer(

@@ -4,20 +4,18 @@ exactly what a DynamicLayer would; sliding-window layers keep transformers' own 
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
 from transformers import MistralConfig, Qwen2Config
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-from culture_neurons.data.split import split_rows
 from culture_neurons.inference import decoding
 from culture_neurons.inference.decoding import GreedySettings, capture_prompts, greedy_decode
 from culture_neurons.inference.engine import prompt_items
-from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]
 
+MAX_NEW = 8
 SIZES = {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 32,
          "num_attention_heads": 2, "num_key_value_heads": 1}  # fmt: skip
 
@@ -52,14 +50,17 @@ def test_full_attention_layers_are_reserved_and_sliding_window_ones_kept():
     assert [type(layer) for layer in sliding.layers] == [DynamicSlidingWindowLayer] * 2
 
 
-def test_decoding_never_copies_the_whole_cache(load_tiny, tmp_path, monkeypatch,
+def test_decoding_never_copies_the_whole_cache(load_tiny, varied_evaluation, monkeypatch,
                                                one_torch_thread):  # fmt: skip
     """Every layer of the tiny Qwen decodes through the reserved update, none through
-    DynamicLayer's concatenation, and the tokens are those of generate()."""
+    DynamicLayer's concatenation, and the tokens are those of transformers' `generate()` on the
+    same left-padded batch, whose replies end at different steps (rows leave the cache)."""
     adapter = load_tiny("qwen2_5_vl")
-    out = prepare_fixture(tmp_path / "cvqa")
-    rows = split_rows(pd.read_parquet(out / "items.parquet"), "evaluation").head(3)
-    prompts = capture_prompts(adapter, adapter.build_batch(prompt_items(rows)))
+    batch = adapter.build_batch(prompt_items(varied_evaluation))
+    assert not batch["attention_mask"].bool().all()  # padded
+    prompts = capture_prompts(adapter, batch)
+    # The tiny Qwen ends some replies within a few tokens and runs others to the limit.
+    settings = GreedySettings.from_model(adapter.model)
     copies = []
     real = DynamicLayer.update
 
@@ -68,14 +69,16 @@ def test_decoding_never_copies_the_whole_cache(load_tiny, tmp_path, monkeypatch,
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(DynamicLayer, "update", counted)
-    tokens = greedy_decode(adapter, prompts, max_new_tokens=6,
-                           settings=GreedySettings(eos_token_ids=()))  # fmt: skip
+    tokens = greedy_decode(adapter, prompts, max_new_tokens=MAX_NEW, settings=settings)
     assert copies == []
     monkeypatch.undo()
-    for prompt, row in zip(prompts, tokens, strict=True):
-        alone = greedy_decode(adapter, [prompt], max_new_tokens=6,
-                              settings=GreedySettings(eos_token_ids=()))  # fmt: skip
-        assert alone == [row]
+    expected = adapter.generate(batch, max_new_tokens=MAX_NEW).tolist()
+    (eos,) = settings.eos_token_ids
+    for row, reference in zip(tokens, expected, strict=True):
+        # generate() fills a finished row with padding up to the longest reply.
+        end = reference.index(eos) + 1 if eos in reference else len(reference)
+        assert row == reference[:end]
+    assert len({len(row) for row in tokens}) > 1, "rows leave the batch at different steps"
 
 
 @pytest.mark.parametrize("room", [0, 1])

@@ -69,15 +69,18 @@ def test_killed_and_resumed_run_equals_uninterrupted(
     assert attrs_a["statistics"] == ["fire_count", "pos_sum", "act_sum"]
 
 
-def test_recording_does_not_change_answers(load_tiny, identification, tmp_path, one_torch_thread):
-    adapter = load_tiny("qwen2_5_vl")
-    rows = identification.head(6)
-    store, timings = run(adapter, rows, tmp_path / "s.zarr")
+def test_recording_does_not_change_answers(tiny_adapter, varied_evaluation, tmp_path,
+                                           one_torch_thread):  # fmt: skip
+    """The recorded run's answers equal the plain baseline's, on left-padded batches (the
+    items' prompts all differ in token count)."""
+    rows = varied_evaluation
+    store, timings = run(tiny_adapter, rows, tmp_path / "s.zarr")
     recorded = baseline_table_from_store(store, rows)
-    plain = answer_all(adapter, rows, batch_size=2, max_new_tokens=4, desc="plain")
+    plain = answer_all(tiny_adapter, rows, batch_size=2, max_new_tokens=4, desc="plain")
     pd.testing.assert_frame_equal(recorded, plain)
     assert set(recorded["correct"]) <= {0, 1}
     assert timings["model_s"] > 0
+    assert len(set(store.group["tokens"][:].tolist())) == len(rows)  # padded batches
 
 
 def test_retry_with_half_the_batch_resumes_the_partial_store(
@@ -109,7 +112,12 @@ def test_retry_with_half_the_batch_resumes_the_partial_store(
 
 # Spelled out here rather than taken from the adapter: the reference's valid tokens are the
 # prompt's attended positions minus the chat markers (image tokens count, token scope "all").
-QWEN_MARKERS = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>"]
+MARKERS = {
+    "qwen2_5_vl": ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                   "<|endoftext|>"],
+    "llava_next": ["<s>", "</s>", "<unk>", "<pad>", "[INST]", "[/INST]"],
+    "pangea": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
+}  # fmt: skip
 
 
 def full_capture_stats(adapter, rows):
@@ -126,9 +134,14 @@ def full_capture_stats(adapter, rows):
 
         return hook
 
+    extra = {}
+    if adapter.family != "qwen2_5_vl":  # Qwen2.5-VL derives its multimodal RoPE ids itself
+        # Each row counts from 0 at its first token, as generate() numbers a left-padded row
+        # (the decoder alone would count over the padding too).
+        extra["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     with hooks_attached([(m, keep(i)) for i, m in enumerate(modules)]), torch.inference_mode():
-        adapter.model(**batch)
-    markers = torch.tensor(adapter.tokenizer.convert_tokens_to_ids(QWEN_MARKERS))
+        adapter.model(**batch, **extra)
+    markers = torch.tensor(adapter.tokenizer.convert_tokens_to_ids(MARKERS[adapter.family]))
     valid = batch["attention_mask"].bool() & ~torch.isin(batch["input_ids"], markers)
     acts = torch.stack(outputs, dim=1).double()  # [B, L, T, D]
     firing = (acts > 0) & valid[:, None, :, None]
@@ -139,14 +152,12 @@ def full_capture_stats(adapter, rows):
 
 
 def test_production_recording_equals_a_full_capture_reference(
-    load_tiny, identification, one_torch_thread
+    tiny_adapter, varied_evaluation, one_torch_thread
 ):
     # answer_batch(record=True) is what record_identification stores: hooks that reduce the fast
     # path's prefill on the fly. The reference keeps every activation of a plain forward instead.
-    adapter = load_tiny("qwen2_5_vl")
-    # Prompts of two lengths ("picture 3" and "picture 10"), so the batch is left-padded.
-    longer = identification["question"].str.len() > identification["question"].str.len().min()
-    rows = pd.concat([identification[~longer].head(3), identification[longer].head(2)])
+    # Every prompt has its own token count (text and image size), so the batch is left-padded.
+    adapter, rows = tiny_adapter, varied_evaluation
     answers = answer_batch(adapter, rows, max_new_tokens=4, record=True)
     fire_count, pos_sum, tokens, batch, act_sum = full_capture_stats(adapter, rows)
 
@@ -158,5 +169,6 @@ def test_production_recording_equals_a_full_capture_reference(
     assert answers.act_sum.shape == shape[1:]
     np.testing.assert_allclose(answers.act_sum, act_sum, rtol=1e-5, atol=1e-4)
     # Not vacuous: the batch is padded, and neurons fire on some valid tokens but not on all.
-    assert not batch["attention_mask"].bool().all()
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) == len(lengths)
     assert (fire_count > 0).any() and (fire_count < tokens[:, None, None]).any()

@@ -2,7 +2,8 @@
 """Tiny offline checkpoints of every model family as pytest fixtures.
 
 Test modules load this as a plugin (`pytest_plugins = ["tests.tiny_models"]`) and take inputs from
-`culture_neurons.models.tiny`. The checkpoints are built once per session into a temporary
+`culture_neurons.models.tiny`, or items of varied prompt lengths from `tests.varied_inputs`
+(`varied_evaluation`). The checkpoints are built once per session into a temporary
 directory and loaded back through `load_adapter`, the path a hub checkpoint takes. Nothing here
 touches the network.
 """
@@ -19,11 +20,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
 from culture_neurons.models import ModelAdapter, load_adapter
 from culture_neurons.models.tiny import TINY_FAMILIES, build_tiny_model
+from tests.varied_inputs import varied_rows
 
 TinyLoader = Callable[..., ModelAdapter]
 
@@ -71,3 +74,9 @@ def load_tiny(tiny_checkpoint: Callable[[str], Path]) -> TinyLoader:
 def tiny_adapter(request: pytest.FixtureRequest, load_tiny: TinyLoader) -> ModelAdapter:
     """One adapter per family, shared by the session: tests must leave it as they found it."""
     return load_tiny(request.param)
+
+
+@pytest.fixture(scope="session")
+def varied_evaluation() -> pd.DataFrame:
+    """`varied_rows()`: evaluation rows whose prompts all differ in token count."""
+    return varied_rows()
