@@ -22,9 +22,10 @@ from culture_neurons.models.tiny import random_image
 # (question, options, label, (height, width)): short and long questions, short and long options,
 # and photos of different sizes and aspect ratios (Qwen2.5-VL's and LLaVA-NeXT's visual token
 # counts follow the image size), so that no two prompts have the same token count in any tiny
-# family. The order is not the order of length (the engine sorts by length, and a test of that
-# sorting needs items it reorders), and the first item is the shortest, so row 0 of a batch is
-# padded (a bug that read every row's positions from row 0 would go unseen were it not).
+# family. The order is not the order of length, not even within pairs of items (the engine sorts
+# each window by length, and a test of that sorting needs windows it reorders), and the first
+# item is the shortest, so row 0 of a batch is padded (a bug that read every row's positions
+# from row 0 would go unseen were it not).
 VARIED_ITEMS: list[tuple[str, list[str], int, tuple[int, int]]] = [
     ("What is this?", ["rice", "tea", "salt", "corn"], 1, (56, 56)),
     (
@@ -41,13 +42,13 @@ VARIED_ITEMS: list[tuple[str, list[str], int, tuple[int, int]]] = [
         2,
         (56, 112),
     ),
-    ("Who wears this dress?", ["a bride", "a dancer", "a monk", "a farmer"], 1, (112, 112)),
     (
         "In which country was this photo of a market taken?",
         ["Japan", "India", "Peru", "France"],
         0,
         (28, 84),
     ),
+    ("Who wears this dress?", ["a bride", "a dancer", "a monk", "a farmer"], 1, (112, 112)),
 ]
 CULTURES = ["JPN", "IND", "JPN", "FRA", "IND", "FRA"]
 
