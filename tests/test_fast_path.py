@@ -81,8 +81,8 @@ def test_replies_ending_at_different_lengths_equal_generate(tiny_adapter, evalua
 def test_captured_prompts_of_a_padded_batch_equal_each_item_alone(tiny_adapter, evaluation,
                                                                   one_torch_thread):  # fmt: skip
     """Per row, the padding removed: the same embeddings, input ids and position ids (the
-    multimodal RoPE's 3 components for Qwen2.5-VL, one row of ids for LLaVA-NeXT and Pangea)
-    as the item gets in a batch of its own."""
+    multimodal RoPE's components for Qwen2.5-VL, one row of ids for LLaVA-NeXT and Pangea) as
+    the item gets in a batch of its own."""
     items = model_items(tiny_adapter, evaluation)
     batch = tiny_adapter.build_batch(items)
     assert not batch["attention_mask"].bool().all()  # padded
