@@ -3,6 +3,7 @@ resumable attribution store."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from culture_neurons.models.hooks import hooks_attached
 from culture_neurons.models.tiny import TINY_FAMILIES, make_items
 from culture_neurons.record.attribution import attribution_positions, attribution_scores
 from culture_neurons.record.attribution_stage import (
+    attribute_stage,
     attribution_rows,
     gold_replies,
     record_attribution,
@@ -30,6 +32,9 @@ from culture_neurons.record.attribution_store import (
     open_attribution_store,
 )
 from culture_neurons.record.store import CorruptStoreError, StoreMismatchError
+from culture_neurons.selection.attribution import top_share
+from culture_neurons.selection.masks import read_masks
+from culture_neurons.selection.stage import select_stage
 from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]
@@ -287,6 +292,52 @@ def test_killed_and_resumed_attribution_equals_uninterrupted(load_tiny, identifi
         )  # fmt: skip
 
 
+def test_the_exclusion_task_from_the_attribute_stage_to_the_attr_masks(
+    prepared, items, identification, tiny_checkpoint, tmp_path
+):
+    """The attribute stage scores all three tasks; attr's masks then leave out each culture's
+    top exclusion neurons, found from the exclusion items' own scores in the store."""
+    control = identification.head(4).assign(item_id=lambda t: "ctl-" + t["item_id"])
+    exclusion = items.iloc[[0, 5, 9, 14, 20]].assign(item_id=lambda t: "exc-" + t["item_id"])
+    control.to_parquet(tmp_path / "control.parquet")
+    exclusion.to_parquet(tmp_path / "exclusion.parquet")
+    model = {
+        "family": "qwen2_5_vl",
+        "path": str(tiny_checkpoint("qwen2_5_vl")),
+        "dtype": "float32",
+        "device_map": "cpu",
+    }
+    store = tmp_path / "attribution.zarr"
+    report = attribute_stage(
+        prepared / "items.parquet", prepared / "report.json", "tiny", model, store,
+        tmp_path / "attribution.json", control_items=tmp_path / "control.parquet",
+        exclusion_items=tmp_path / "exclusion.parquet", batch_size=3, chunk_items=4,
+    )  # fmt: skip
+    assert report["exclusion_task"] == "scored" and report["items"]["exclusion"] == 5
+    assert json.loads((tmp_path / "attribution.json").read_text()) == report
+    opened = open_attribution_store(store)
+    tasks, cultures = np.asarray(opened.labels("task")), np.asarray(opened.labels("culture"))
+    scores = opened.group["score"][:].astype(np.float64)
+    names = sorted(set(cultures[tasks == "cultural"]))
+    assert set(cultures[tasks == "exclusion"]) == set(names)  # every culture has some
+    means = np.stack([scores[(tasks == "exclusion") & (cultures == c)].mean(axis=0) for c in names])
+    params = {"method": "attr", "exclusion_ratio": 0.05, "z_threshold": -10.0}
+    select = select_stage(store, "a", 0.2, tmp_path / "m.zarr", tmp_path / "m.json", params=params)
+    assert select["exclusion"] == "applied"
+    masks, mask_cultures, _ = read_masks(tmp_path / "m.zarr")
+    assert mask_cultures == names
+    excluded = top_share(means, 0.05)
+    assert excluded.any(axis=(1, 2)).all()
+    assert not (masks & excluded).any()
+    # Without the z filter, only the exclusion set keeps a neuron of the top 20% out of a mask:
+    # every culture loses at least one.
+    no_exclusion = {**params, "exclusion_ratio": 0.0}
+    select_stage(store, "b", 0.2, tmp_path / "n.zarr", tmp_path / "n.json", params=no_exclusion)
+    unfiltered, _, _ = read_masks(tmp_path / "n.zarr")
+    assert ((unfiltered & excluded).sum(axis=(1, 2)) > 0).all()
+    np.testing.assert_array_equal(masks, unfiltered & ~excluded)
+
+
 def _hand_store(path, scores, cultures, tasks, chunk_items=2):
     n, layers, neurons = scores.shape
     store = create_or_resume(
@@ -314,6 +365,25 @@ def test_aggregates_are_culture_means_and_clamped_control_means(tmp_path):
     np.testing.assert_allclose(agg.control, np.maximum(scores[[5, 6]], 0).mean(axis=0), rtol=1e-6)
     assert agg.exclusion is None
     assert agg.items["control"] == {"A": 1, "B": 1}
+
+
+def test_exclusion_aggregates_are_each_cultures_mean_over_its_exclusion_items(tmp_path):
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(12, 2, 3)).astype(np.float32)
+    cultures = ["A", "B", "A", "B", "C"] + ["A"] + ["B", "A", "B", "D", "B", "A"]
+    tasks = ["cultural"] * 5 + ["control"] + ["exclusion"] * 6
+    agg = aggregate_attribution(_hand_store(tmp_path / "s.zarr", scores, cultures, tasks, 3))
+    assert agg.cultures == ["A", "B", "C"]
+    assert agg.items["exclusion"] == {"A": 2, "B": 3, "D": 1}
+    # Exclusion scores: each culture's own items (not the cultural ones), not clamped; D (no
+    # cultural items) has no row, C (no exclusion items) a NaN one: it has no exclusion mean.
+    assert agg.exclusion.shape == (3, 2, 3)
+    np.testing.assert_allclose(agg.exclusion[0], scores[[7, 11]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(agg.exclusion[1], scores[[6, 8, 10]].mean(axis=0), rtol=1e-6)
+    assert np.isnan(agg.exclusion[2]).all()
+    np.testing.assert_allclose(agg.cultural[1], scores[[1, 3]].mean(axis=0), rtol=1e-6)
+    p_gold = np.linspace(0.1, 0.9, 12)
+    assert agg.mean_p_gold["exclusion"] == pytest.approx(p_gold[6:].mean(), rel=1e-6)
 
 
 def test_a_corrupted_chunk_is_refused_on_read_and_recomputed_on_resume(tmp_path):
