@@ -145,6 +145,107 @@ def test_select_stage_writes_masks_and_says_what_applied(tmp_path, with_control)
     assert general["selected_per_culture"] == {ALL_CULTURES: 1}
 
 
+# The exclusion task's per-culture means (1 layer x 4 neurons): each culture's top neuron on it
+# (A: 3, B: 2, C: 0) differs from its top on the cultural task (A: 0, B: 1, C: 1), and the top of
+# the sum over cultures (0) differs from culture A's alone (3).
+EXCLUSION_MEANS = np.array([[[1.0, 0, 0, 2]], [[1.0, 0, 3, 0]], [[2.0, 0, 0, 0]]])
+EXCLUSION_ITEMS = [  # (culture, scores): 1, 3 and 2 items whose means are the above
+    ("A", [1.0, 0, 0, 2]),
+    ("B", [3.0, 0, 9, 0]),
+    ("C", [4.0, 0, -1, 0]),
+    ("B", [0.0, 0, 0, 0]),
+    ("D", [0.0, 50, 0, 0]),  # a culture with no cultural items: not part of any exclusion set
+    ("C", [0.0, 0, 1, 0]),
+    ("B", [0.0, 0, 0, 0]),
+]
+
+
+def _store_with_exclusion(tmp_path, drop: str = ""):
+    """Cultural, control and exclusion items in one store; ``drop``: cultures whose exclusion
+    items are left out."""
+    excluded = [(c, v) for c, v in EXCLUSION_ITEMS if c not in drop]
+    rows = [("cultural", c) for c in "ABCABC"] + [("control", "B")]
+    rows += [("exclusion", c) for c, _ in excluded]
+    scores = np.concatenate(
+        [CULTURAL, CULTURAL, CONTROL[None], np.array([[v] for _, v in excluded])]
+    )
+    store = create_or_resume(
+        tmp_path / "e.partial.zarr", item_ids=[f"i{k}" for k in range(len(rows))],
+        cultures=[c for _, c in rows], tasks=[t for t, _ in rows], n_layers=1, n_neurons=4,
+        chunk_items=3, attrs={"model": "hand", "dataset_fingerprint": "fp"},
+    )  # fmt: skip
+    for chunk in range(store.n_chunks):
+        span = store.chunk_slice(chunk)
+        store.write_chunk(chunk, scores[span], np.ones(span.stop - span.start))
+    final = tmp_path / "e.zarr"
+    store.path.rename(final)
+    return final
+
+
+def test_the_exclusion_task_end_to_end_from_the_store_to_the_masks(tmp_path):
+    store = _store_with_exclusion(tmp_path)
+    params = {"method": "attr", "exclusion_ratio": 0.25}  # each culture's top 1 of 4 neurons
+    report = select_stage(
+        store, "attr-x", 0.5, tmp_path / "m.zarr", tmp_path / "m.json", params=params
+    )
+    assert report["exclusion"] == "applied" and report["control_subtraction"] == "applied"
+    masks, cultures, _ = read_masks(tmp_path / "m.zarr")
+    assert cultures == ["A", "B", "C"]
+    # Without exclusion: [0], [2], [3] (test_select_stage_writes_masks_and_says_what_applied).
+    # B's exclusion set {2} empties its mask; A's {3} and C's {0} hold none of theirs.
+    assert [sorted(np.flatnonzero(m[0]).tolist()) for m in masks] == [[0], [], [3]]
+    general = {"method": "attr_general", "exclusion_ratio": 0.25}
+    select_stage(store, "g", 0.5, tmp_path / "g.zarr", tmp_path / "g.json", params=general)
+    masks, cultures, _ = read_masks(tmp_path / "g.zarr")
+    assert cultures == [ALL_CULTURES]
+    # Sum over cultures of S: 7, 1.5, 3, 3 -> top 2 is {0, 2}; the general exclusion set is the
+    # top of the exclusion means summed over ALL cultures (4, 0, 3, 2): neuron 0.
+    assert np.flatnonzero(masks[0, 0]).tolist() == [2]
+
+
+def test_the_general_exclusion_set_sums_every_culture():
+    ranks = attribution_ranks(
+        "attr_general", CULTURAL, control=CONTROL, exclusion=EXCLUSION_MEANS, exclusion_ratio=0.25
+    )
+    assert ranks[0, 0].tolist() == [-1, 3, 1, 2]
+    ranks = attribution_ranks(
+        "attr", CULTURAL, control=CONTROL, exclusion=EXCLUSION_MEANS, exclusion_ratio=0.25,
+        z_threshold=-10.0,
+    )  # fmt: skip
+    # No z filter: the only -1 are each culture's own exclusion set (A: 3, B: 2, C: 0).
+    assert np.argwhere(ranks[:, 0] == -1).tolist() == [[0, 3], [1, 2], [2, 0]]
+
+
+def test_a_culture_without_exclusion_items_has_nothing_excluded():
+    exclusion = EXCLUSION_MEANS.copy()
+    exclusion[2] = np.nan  # culture C: no exclusion items (`aggregate_attribution`)
+    assert not top_share(exclusion, 0.25)[2].any()
+    ranks = attribution_ranks(
+        "attr", CULTURAL, control=CONTROL, exclusion=exclusion, exclusion_ratio=0.25,
+        z_threshold=-10.0,
+    )  # fmt: skip
+    unfiltered = attribution_ranks("attr", CULTURAL, control=CONTROL, z_threshold=-10.0)
+    np.testing.assert_array_equal(ranks[2], unfiltered[2])
+    assert ranks[0, 0, 3] == ranks[1, 0, 2] == -1  # A's and B's sets still apply
+    # The general set sums A and B only (2, 0, 3, 2): neuron 2, not a NaN row's first neuron.
+    general = attribution_ranks(
+        "attr_general", CULTURAL, control=CONTROL, exclusion=exclusion, exclusion_ratio=0.25
+    )
+    assert general[0, 0].tolist() == [0, 3, -1, 2]
+    only_c = np.full_like(exclusion, np.nan)
+    none = attribution_ranks(
+        "attr_general", CULTURAL, control=CONTROL, exclusion=only_c, exclusion_ratio=0.25
+    )
+    assert (none >= 0).all()
+
+
+def test_the_report_names_cultures_without_exclusion_items(tmp_path):
+    store = _store_with_exclusion(tmp_path, drop="C")
+    params = {"method": "attr", "exclusion_ratio": 0.25}
+    report = select_stage(store, "a", 0.5, tmp_path / "m.zarr", tmp_path / "m.json", params=params)
+    assert report["exclusion"] == "applied; no exclusion items for C (nothing excluded there)"
+
+
 def test_select_stage_refuses_an_activation_store_for_attr(tmp_path):
     with pytest.raises(InputError, match="needs an attribution store"):
         select_stage(tmp_path / "nothing.zarr", "attr", 0.1, tmp_path / "m", tmp_path / "r")

@@ -37,27 +37,53 @@ def test_item_changes_align_items_and_count_flips():
 
 def test_the_difference_and_its_interval():
     rng = np.random.default_rng(1)
-    n = 400
+    n_cultural, n_control = 400, 300  # two item sets of different sizes, both with changes
     cultural = {
-        "accuracy_change": -100.0 * (rng.random(n) < 0.3),
-        "flip_rate": 100.0 * (rng.random(n) < 0.3),
+        "accuracy_change": -100.0 * (rng.random(n_cultural) < 0.3),
+        "flip_rate": 100.0 * (rng.random(n_cultural) < 0.35),
     }
-    control = {"accuracy_change": np.zeros(n), "flip_rate": np.zeros(n)}
+    control = {
+        "accuracy_change": np.where(rng.random(n_control) < 0.2, -100.0, 0.0)
+        + 100.0 * (rng.random(n_control) < 0.05),
+        "flip_rate": 100.0 * (rng.random(n_control) < 0.15),
+    }
     rows = pd.DataFrame(effect_rows("attr_general", cultural, control, neurons=7, n_boot=4000))
-    acc = rows[rows.metric == "accuracy_change"].set_index("task")
-    mean = cultural["accuracy_change"].mean()
-    assert acc.loc["cultural", "value"] == pytest.approx(mean)
-    assert acc.loc["cultural - control", "value"] == pytest.approx(mean)
-    # A constant control: its interval collapses, and the difference's is the cultural one.
-    assert acc.loc["control", "ci_low"] == acc.loc["control", "ci_high"] == 0
-    # 95% percentile interval against the normal approximation mean +- 1.96 se.
-    se = cultural["accuracy_change"].std(ddof=1) / np.sqrt(n)
-    low, high = acc.loc["cultural - control", ["ci_low", "ci_high"]]
-    assert low == pytest.approx(mean - 1.96 * se, abs=0.15 * 1.96 * se)
-    assert high == pytest.approx(mean + 1.96 * se, abs=0.15 * 1.96 * se)
+    for metric in ("accuracy_change", "flip_rate"):
+        table = rows[rows.metric == metric].set_index("task")
+        c, k = cultural[metric], control[metric]
+        assert table.loc["cultural", "value"] == pytest.approx(c.mean())
+        assert table.loc["control", "value"] == pytest.approx(k.mean())
+        difference = c.mean() - k.mean()
+        assert abs(k.mean()) > 5  # the control moves: a sum would be far from the difference
+        assert table.loc["cultural - control", "value"] == pytest.approx(difference)
+        assert table.loc["cultural - control", "n_items"] == n_cultural + n_control
+        # 95% percentile interval of the difference of two independent means against the
+        # normal approximation: difference +- 1.96 sqrt(se_cultural^2 + se_control^2).
+        se = np.hypot(c.std(ddof=1) / np.sqrt(len(c)), k.std(ddof=1) / np.sqrt(len(k)))
+        low, high = table.loc["cultural - control", ["ci_low", "ci_high"]]
+        assert low == pytest.approx(difference - 1.96 * se, abs=0.15 * 1.96 * se), metric
+        assert high == pytest.approx(difference + 1.96 * se, abs=0.15 * 1.96 * se), metric
     assert set(rows["neurons"]) == {7}
     text = render_markdown(rows, {"cultural": 90.0, "control": 80.0})
     assert "| attr_general | 7 | accuracy_change |" in text and "control 80.0%" in text
+
+
+def test_a_constant_control_shifts_the_cultural_interval():
+    rng = np.random.default_rng(2)
+    cultural = {
+        "accuracy_change": -100.0 * (rng.random(200) < 0.4),
+        "flip_rate": 100.0 * (rng.random(200) < 0.4),
+    }
+    control = {"accuracy_change": np.full(50, -100.0), "flip_rate": np.full(50, 100.0)}
+    rows = pd.DataFrame(effect_rows("rnd", cultural, control, neurons=3, n_boot=500, seed=4))
+    for metric, constant in (("accuracy_change", -100.0), ("flip_rate", 100.0)):
+        table = rows[rows.metric == metric].set_index("task")
+        # A constant control: its interval collapses on it, and the difference's is the
+        # cultural interval minus the constant (the same cultural resamples).
+        assert table.loc["control", "ci_low"] == table.loc["control", "ci_high"] == constant
+        for bound in ("value", "ci_low", "ci_high"):
+            expected = table.loc["cultural", bound] - constant
+            assert table.loc["cultural - control", bound] == pytest.approx(expected), bound
 
 
 def test_no_items_is_an_error():

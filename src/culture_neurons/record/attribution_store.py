@@ -196,7 +196,9 @@ class AttributionAggregates:
     cultures: list[str]
     cultural: np.ndarray  # [C, L, D] mean over each culture's cultural items
     control: np.ndarray | None  # [L, D] mean over the control items of max(score, 0)
-    exclusion: np.ndarray | None  # [C, L, D] mean over each culture's exclusion items
+    # [C, L, D] mean over each culture's exclusion items; NaN for a culture with none (the mean
+    # of nothing: zeros would rank every neuron alike and exclude the first by position)
+    exclusion: np.ndarray | None
     items: dict[str, dict[str, int]]  # task -> culture -> items
     mean_p_gold: dict[str, float]  # task -> mean p(gold)
 
@@ -243,7 +245,8 @@ def aggregate_attribution(store: AttributionStore) -> AttributionAggregates:
     exclusion = None
     if items["exclusion"]:
         n_excl = np.array([items["exclusion"].get(c, 0) for c in cultural_cultures], dtype=float)
-        exclusion = sums["exclusion"] / np.maximum(n_excl, 1)[:, None, None]
+        with np.errstate(invalid="ignore"):
+            exclusion = sums["exclusion"] / n_excl[:, None, None]  # 0 / 0: NaN, no items
     mean_p = {
         task: p_sum[task] / max(1, sum(items[task].values())) for task in TASKS if items[task]
     }

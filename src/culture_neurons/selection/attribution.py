@@ -14,7 +14,8 @@ filtered ones -1 (their ranks have gaps), which keeps the masks nested across bu
 The exclusion set of culture ``c`` is the top ``exclusion_ratio`` of all neurons by the exclusion
 task's mean score for ``c`` (seed 004: a country reading-comprehension task; its neurons read
 country names in context instead of holding cultural knowledge); the general set is the top
-``exclusion_ratio`` by that score summed over cultures.
+``exclusion_ratio`` by that score summed over cultures. A culture without exclusion items (its
+row NaN) has an empty exclusion set and adds nothing to the sum.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def zscores(scores: np.ndarray) -> np.ndarray:
 
 def top_share(scores: np.ndarray, share: float) -> np.ndarray:
     """Bool, same shape as ``scores`` (``[..., L, D]``): each row's top ``share`` of its
-    ``L * D`` neurons (``int(share * L * D)`` of them; ties by position)."""
+    ``L * D`` neurons (``int(share * L * D)`` of them; ties by position). A NaN row (a culture
+    with no items) selects nothing."""
     scores = np.asarray(scores, dtype=np.float64)
     flat = scores.reshape(-1, scores.shape[-2] * scores.shape[-1])
     k = int(share * flat.shape[1])
@@ -87,7 +89,7 @@ def top_share(scores: np.ndarray, share: float) -> np.ndarray:
     if k:
         order = np.argsort(-flat, axis=1, kind="stable")[:, :k]
         np.put_along_axis(out, order, True, axis=1)
-    return out.reshape(scores.shape)
+    return (out & ~np.isnan(flat)).reshape(scores.shape)
 
 
 def _places(scores: np.ndarray) -> np.ndarray:
@@ -158,5 +160,9 @@ def attribution_ranks(
     if method == "attr":
         excluded = None if exclusion is None else top_share(exclusion, share)
         return rank_attr(scores, z_threshold=values["z_threshold"], excluded=excluded)
-    excluded = None if exclusion is None else top_share(np.sum(exclusion, axis=0), share)
+    excluded = None
+    if exclusion is not None:
+        scored = ~np.isnan(np.asarray(exclusion)).all(axis=(1, 2))  # cultures with items
+        if scored.any():
+            excluded = top_share(np.sum(np.asarray(exclusion)[scored], axis=0), share)
     return rank_attr_general(scores, excluded=excluded)

@@ -15,6 +15,7 @@ import numpy as np
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.attribution_store import (
+    AttributionAggregates,
     aggregate_attribution,
     is_attribution_store,
     open_attribution_store,
@@ -168,6 +169,17 @@ def _selected_masks(
     }
 
 
+def _exclusion_note(agg: AttributionAggregates) -> str:
+    """What the exclusion filter did, for the report: cultures without exclusion items are named
+    (nothing is excluded for them)."""
+    if agg.exclusion is None:
+        return "skipped: no exclusion task"
+    missing = [c for c in agg.cultures if not agg.items["exclusion"].get(c)]
+    if missing:
+        return f"applied; no exclusion items for {', '.join(missing)} (nothing excluded there)"
+    return "applied"
+
+
 def _attribution_masks(
     store: str | Path,
     selector: str,
@@ -205,7 +217,7 @@ def _attribution_masks(
         "scores": "attribution",
         "correct_filter": False,  # every item counts, weighted by p(gold)
         "control_subtraction": "applied" if agg.control is not None else "skipped: no control task",
-        "exclusion": "applied" if agg.exclusion is not None else "skipped: no exclusion task",
+        "exclusion": _exclusion_note(agg),
         "thin_cultures": [],
         "unscorable_cultures": [],
         **_ranking_attrs(ranks, cultures),
