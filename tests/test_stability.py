@@ -1,26 +1,33 @@
 """Stability by resampling the per-item store: sums against brute force, the full replicate
-against the select stage's aggregates, identical items -> Jaccard 1, no signal -> the null."""
+against the select stage's aggregates and masks (every data-driven selector, on a store whose
+cultures differ in size, item order, token counts and correctness), identical items -> Jaccard 1,
+no signal -> the null, and the summary's interval bounds by hand."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from culture_neurons.benchmark.synthetic import write_synthetic_store
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.store import create_or_resume, open_store
+from culture_neurons.selection.masks import read_masks
 from culture_neurons.selection.selectors import select
 from culture_neurons.selection.stability import (
     BOOTSTRAP,
     FULL,
     NULL,
     NULL_FULL,
+    ResamplePlan,
     accumulate,
     jaccard,
     resample_plan,
     stability,
+    summarize,
 )
+from culture_neurons.selection.stage import select_stage
 
 SELECTORS = {
     "cas": {"method": "cas"},
@@ -92,13 +99,14 @@ def test_accumulated_sums_equal_brute_force_resampled_sums(signal_store):
     np.testing.assert_array_equal(tokens[0], agg.tokens)
 
 
-def test_full_selection_equals_the_select_stage_and_signal_beats_the_null(signal_store):
+def test_resamples_keep_the_full_selection_and_signal_beats_the_null(signal_store):
     result = stability(
         signal_store, SELECTORS, ratio=0.05, n_resamples=12, null_resamples=6, seed=0
     )
     assert sorted(result.frequency) == ["cas", "lap"]  # RND and the control are not resampled
     agg = aggregate(signal_store, only_correct=True)
     expected = select("cas", agg.fire_count, agg.pos_sum, agg.tokens, ratio=0.05)
+    np.testing.assert_array_equal(result.full["cas"], expected)
     frequency = result.frequency["cas"]
     assert frequency.shape == expected.shape and frequency.max() <= 1.0
     # Neurons the full selection takes are the ones resamples keep taking.
@@ -172,7 +180,6 @@ def test_jaccard_by_hand():
 
 
 def test_stability_stage_writes_tables_frequencies_and_the_figure(signal_store, tmp_path):
-    import pandas as pd
     import zarr
 
     from culture_neurons.selection.stability_stage import stability_stage
@@ -194,3 +201,108 @@ def test_stability_stage_writes_tables_frequencies_and_the_figure(signal_store, 
     xarray = pytest.importorskip("xarray")
     ds = xarray.open_zarr(out / "frequency.zarr", consolidated=False)
     assert ds["cas"].sel(culture="c00").shape == (2, 150)
+
+
+# Cultures as real stores have them: unequal sizes, items interleaved (the first item's culture
+# is not the first in sorted order), token counts that vary per item, one culture answered
+# wrongly throughout (unscorable: an empty mask) and one with too few correct items to resample.
+VARIED_SIZES = {"zh": 26, "am": 41, "pt": 14, "ko": 9, "sw": 7}
+VARIED_CORRECT = {"zh": 0.7, "am": 0.6, "pt": 0.8, "ko": 0.5, "sw": 0.0}  # ko: 4 set below
+VARIED_SELECTORS = {
+    "cas": {"method": "cas"},
+    "cas-gated": {"method": "cas", "alpha": 80},
+    "lap": {"method": "lap", "alpha": 90},
+    "lape": {"method": "lape", "alpha": 85, "beta": 80, "rho": 0.5},
+    "mad": {"method": "mad", "alpha": 90},
+    "mad-default": {"method": "mad"},
+}
+
+
+@pytest.fixture(scope="module")
+def varied_store(tmp_path_factory):
+    """Every statistic is exact in float32 (integer counts, positive sums in eighths far below
+    2**24), so the stability pass and the select stage see the same bits and must agree exactly;
+    the positive sums are not proportional to the counts (per item and neuron magnitudes, and
+    culture-specific magnitude boosts on other neurons than the firing boosts), so MAD ranks
+    differently from CAS and LAP."""
+    rng = np.random.default_rng(7)
+    n_layers, n_neurons = 3, 60
+    cells = n_layers * n_neurons
+    names = list(VARIED_SIZES)
+    item_cultures = rng.permutation(np.repeat(np.arange(len(names)), list(VARIED_SIZES.values())))
+    n_items = len(item_cultures)
+    base = rng.beta(0.8, 5.0, size=cells)
+    fire_boost = rng.random((len(names), cells)) < 0.06
+    magnitude_boost = rng.random((len(names), cells)) < 0.08
+    tokens = rng.integers(20, 91, size=n_items)
+    correct = np.array(
+        [rng.random() < VARIED_CORRECT[names[c]] for c in item_cultures], dtype=np.int8
+    )
+    correct[np.flatnonzero(item_cultures == names.index("ko"))[:4]] = 1
+    correct[np.flatnonzero(item_cultures == names.index("ko"))[4:]] = 0  # 4 < 5: not resampled
+    path = tmp_path_factory.mktemp("stability") / "varied.zarr"
+    store = create_or_resume(
+        path, item_ids=[f"it{i:03d}" for i in range(n_items)],
+        cultures=[names[c] for c in item_cultures], n_layers=n_layers, n_neurons=n_neurons,
+        chunk_items=16, attrs={"model": "varied"},
+    )  # fmt: skip
+    for chunk in store.pending_chunks():
+        rows = store.chunk_slice(chunk)
+        c = item_cultures[rows]
+        prob = np.minimum(base[None, :] + 0.35 * fire_boost[c], 1.0)
+        fire = rng.binomial(tokens[rows][:, None], prob)
+        eighths = rng.integers(1, 12, size=fire.shape) + 24 * magnitude_boost[c]
+        pos = fire * eighths / 8.0
+        shape = (len(c), n_layers, n_neurons)
+        store.write_chunk(
+            chunk, fire.reshape(shape), pos.reshape(shape), tokens[rows], correct[rows]
+        )
+    return open_store(path)
+
+
+def test_full_reselection_of_every_selector_equals_the_select_stage_masks(varied_store, tmp_path):
+    result = stability(varied_store, VARIED_SELECTORS, ratio=0.05, n_resamples=3,
+                       null_resamples=1, seed=0)  # fmt: skip
+    assert sorted(result.full) == sorted(VARIED_SELECTORS)
+    assert result.cultures == sorted(VARIED_SIZES)
+    for name, params in VARIED_SELECTORS.items():
+        out = tmp_path / f"{name}.zarr"
+        select_stage(varied_store.path, name, 0.05, out, tmp_path / f"{name}.json",
+                     params=params)  # fmt: skip
+        selected, cultures, _ = read_masks(out)
+        assert cultures == result.cultures, name
+        assert selected[cultures.index("sw")].sum() == 0  # unscorable: empty on both sides
+        np.testing.assert_array_equal(result.full[name], selected, err_msg=name)
+    # The selectors really differ here, so each comparison checks its own statistics.
+    full = {name: result.full[name].tobytes() for name in VARIED_SELECTORS}
+    assert len(set(full.values())) == len(full)
+    # The thin culture keeps its full statistics in every bootstrap and is flagged.
+    boot = result.summary[(result.summary["kind"] == BOOTSTRAP)].set_index(["selector", "culture"])
+    assert boot.loc[("mad", "ko"), "flag"] == "only 4 used items: not resampled"
+    assert boot.loc[("mad", "sw"), "flag"] == "no used items: empty selection"
+
+
+def _plan(cultures: list[str], items_used: list[int], resampled: list[bool]) -> ResamplePlan:
+    return ResamplePlan(
+        cultures, [FULL], [0], np.zeros((1, 1), dtype=int), np.ones((1, 1), dtype=np.float32),
+        np.array(resampled), np.array(items_used),
+    )  # fmt: skip
+
+
+def test_summary_interval_is_the_central_95_percent_of_the_replicates():
+    # 201 evenly spaced Jaccards (shuffled, with two empty-selection NaNs): the 2.5th and 97.5th
+    # percentiles are exactly 0.025 and 0.975, the 5th and 95th would be 0.05 and 0.95.
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.permutation(np.linspace(0.0, 1.0, 201)), [np.nan, np.nan]])
+    jaccards = pd.DataFrame(
+        {"selector": "mad", "culture": "b", "kind": BOOTSTRAP, "replicate": np.arange(203),
+         "jaccard": values}
+    )  # fmt: skip
+    thin = jaccards.iloc[:10].assign(culture="a")
+    summary = summarize(pd.concat([jaccards, thin]), _plan(["a", "b"], [3, 50], [False, True]))
+    row = summary.set_index("culture").loc["b"]
+    assert row["lo"] == pytest.approx(0.025) and row["hi"] == pytest.approx(0.975)
+    assert row["mean"] == pytest.approx(0.5)
+    assert row["n_replicates"] == 203 and row["items_used"] == 50 and row["flag"] == ""
+    thin_row = summary.set_index("culture").loc["a"]
+    assert np.isnan(thin_row["hi"]) and thin_row["flag"] == "only 3 used items: not resampled"

@@ -40,9 +40,15 @@ def selector_overlap(masks: Mapping[str, tuple[np.ndarray, list[str]]]) -> pd.Da
     for name, (selected, names) in masks.items():
         if names == ["ALL"]:
             per_culture[name] = np.repeat(selected, len(cultures), axis=0)
-        else:
-            order = [names.index(c) for c in cultures]
-            per_culture[name] = selected[order]
+            continue
+        missing = [c for c in cultures if c not in names]
+        if missing:
+            raise InputError(
+                f"selector {name!r} has no mask for culture(s) {missing}; its mask store has "
+                f"{names}: were all selectors run on the same activation store?"
+            )
+        # Mask stores need not share a culture order: rows are matched by name.
+        per_culture[name] = selected[[names.index(c) for c in cultures]]
     names = list(per_culture)
     for c, culture in enumerate(cultures):
         stacked = np.stack([per_culture[n][c] for n in names])
@@ -57,7 +63,13 @@ def culture_pairs(
     selector: str, selected: np.ndarray, cultures: list[str], matrix: pd.DataFrame
 ) -> pd.DataFrame:
     """Per ordered culture pair (source, target), source != target: the Jaccard of their sets and
-    the source's cross-deactivation Δ and flip rate on the target (from the selector's matrix)."""
+    the source's cross-deactivation Δ and flip rate on the target (from the selector's matrix).
+    ``cultures`` names the rows of ``selected`` in its (store) order."""
+    if selected.shape[0] != len(cultures):
+        raise InputError(
+            f"selector {selector!r}: {selected.shape[0]} mask rows but {len(cultures)} culture "
+            "names"
+        )
     overlap = jaccard_matrix(selected, selected)
     cells = matrix.set_index(["source", "target"])
     rows = []

@@ -32,6 +32,9 @@ from culture_neurons.analysis.metrics import (
 from culture_neurons.errors import InputError
 
 Q_THRESHOLD = 0.05
+# Percentage points: far above the rounding of a mean of 0/1 values (~1e-13 at 100), far below
+# any gap two real item counts can produce.
+TIE_TOLERANCE = 1e-9
 SIGNIFICANCE_COLUMNS = [
     "source",
     "metric",
@@ -138,7 +141,9 @@ def _metric_rows(
             if metric in boots and others:
                 draws = boots[metric][t_self, :, k] - boots[metric][others, :, k].mean(axis=0)
                 lo[k], hi[k] = np.percentile(draws, [tail, 100.0 - tail])
-                wrong_side = draws * _EXPECTED_SIGN[metric] <= 0
+                # An exact tie (a resampled gap of 0) is on the wrong side; float rounding of
+                # the means may leave it a hair off zero, so ties are judged with a tolerance.
+                wrong_side = draws * _EXPECTED_SIGN[metric] <= TIE_TOLERANCE
                 p[k] = (1 + int(wrong_side.sum())) / (1 + n_boot)
     q = benjamini_hochberg(p)
     significant = pd.array(

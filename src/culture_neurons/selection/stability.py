@@ -207,12 +207,16 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class StabilityResult:
-    """Per-replicate Jaccards (long table), their summary, and selection frequencies."""
+    """Per-replicate Jaccards (long table), their summary, selection frequencies, and the
+    full-data selection every bootstrap Jaccard is measured against."""
 
     jaccards: pd.DataFrame
     summary: pd.DataFrame
     frequency: dict[str, np.ndarray]  # selector -> [C, L, D] float32 share of bootstraps
     cultures: list[str]
+    # selector -> bool [C, L, D]: the re-selection on all used items (replicate 0); it must be
+    # the select stage's mask, or every Jaccard measures the wrong reference.
+    full: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -310,7 +314,8 @@ def stability(
     jaccards = pd.DataFrame(rows, columns=["selector", "culture", "kind", "replicate", "jaccard"])
     summary = summarize(jaccards, plan)
     shares = {name: (f / n_resamples).astype(np.float32) for name, f in frequency.items()}
-    return StabilityResult(jaccards, summary, shares, cultures, seconds)
+    full = {name: references[(0, name)] for name in chosen}
+    return StabilityResult(jaccards, summary, shares, cultures, full=full, seconds=seconds)
 
 
 def summarize(jaccards: pd.DataFrame, plan: ResamplePlan) -> pd.DataFrame:
