@@ -55,7 +55,7 @@ REPLIES = ("B", "The answer is C: rice with beans.", "", "東京です。", "D) 
 
 def fake_answers(store, chunk):
     rows = store.chunk_slice(chunk)
-    replies = [REPLIES[(i + chunk) % len(REPLIES)] for i in range(rows.start, rows.stop)]
+    replies = [REPLIES[(i + 2 * chunk) % len(REPLIES)] for i in range(rows.start, rows.stop)]
     choices = [{"": -1, "B": 1, "T": 2, "東": -1, "D": 3}[r[:1]] for r in replies]
     return {"answers": replies, "choices": np.asarray(choices)}
 
