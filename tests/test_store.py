@@ -48,9 +48,24 @@ def fake_act_sum(chunk):
     return np.random.default_rng(100 + chunk).normal(size=(2, 8))
 
 
+# Replies as a model writes them: a letter, a sentence, nothing, another script; and the option
+# extracted from each (-1: none), so every chunk holds answers of different lengths.
+REPLIES = ("B", "The answer is C: rice with beans.", "", "東京です。", "D) The lantern festival")
+
+
+def fake_answers(store, chunk):
+    rows = store.chunk_slice(chunk)
+    replies = [REPLIES[(i + 2 * chunk) % len(REPLIES)] for i in range(rows.start, rows.stop)]
+    choices = [{"": -1, "B": 1, "T": 2, "東": -1, "D": 3}[r[:1]] for r in replies]
+    return {"answers": replies, "choices": np.asarray(choices)}
+
+
 def fill(store, chunks):
     for chunk in chunks:
-        store.write_chunk(chunk, *fake_chunk(store, chunk), act_sum=fake_act_sum(chunk))
+        store.write_chunk(
+            chunk, *fake_chunk(store, chunk), **fake_answers(store, chunk),
+            act_sum=fake_act_sum(chunk),
+        )  # fmt: skip
 
 
 def arrays(path):
@@ -337,3 +352,53 @@ def test_damaged_item_arrays_act_sums_and_checksums_are_named(tmp_path):
     with pytest.raises(CorruptStoreError, match="chunk 0 .* has no checksum"):
         open_store(path)
     assert make(path).pending_chunks() == [0, 1, 2]  # nothing unverifiable is kept
+
+
+# The arrays of each checksummed part other than the neuron statistics (those are damaged above).
+ITEM_AND_ACT_SUM_ARRAYS = ("tokens", "correct", "choice", "answer", "act_sum")
+
+
+def damage(path, array, chunk, how):
+    """Damage chunk ``chunk`` of ``array``: delete its file (zarr reads back fill values) or
+    overwrite one value through zarr (a valid file holding a different value)."""
+    if how == "delete":
+        chunk_file(path, array, chunk).unlink()
+        return
+    group = zarr.open_group(str(path), mode="r+")
+    if array == "act_sum":
+        group[array][chunk, 0, 0] = group[array][chunk, 0, 0] + 1.0
+        return
+    row = group.attrs["chunk_items"] * chunk + 1
+    old = group[array][row]
+    group[array][row] = (old + "!") if array == "answer" else (0 if old != 0 else 1)
+
+
+@pytest.mark.parametrize("how", ["delete", "overwrite"])
+@pytest.mark.parametrize("array", ITEM_AND_ACT_SUM_ARRAYS)
+def test_damage_to_any_part_is_refused_on_read_and_recomputed_on_resume(tmp_path, array, how):
+    """Not only the neuron statistics: a changed reply, token count, correctness, extracted option
+    or act_sum slab fails the chunk's checksum, a reader refuses it, a resume rewrites it."""
+    from culture_neurons.record.store import CorruptStoreError
+
+    whole = complete_store(tmp_path / "whole.zarr")
+    damaged = complete_store(tmp_path / "damaged.zarr")
+    damage(damaged, array, 1, how)
+    part = "act_sum" if array == "act_sum" else "items"
+    with pytest.raises(CorruptStoreError, match=rf"chunk 1 \(items 4-7\) {part} data differ"):
+        identification_means(open_store(damaged))
+    resumed = make(damaged)
+    assert resumed.pending_chunks() == [1]
+    fill(resumed, resumed.pending_chunks())
+    assert_same_store(whole, damaged)
+    assert open_store(damaged).complete
+
+
+def test_the_stored_replies_are_those_written(tmp_path):
+    # The fixture's replies differ in length and script, and read back unchanged.
+    path = complete_store(tmp_path / "s.zarr")
+    group = zarr.open_group(str(path), mode="r")
+    store = open_store(path)
+    expected = [a for k in range(store.n_chunks) for a in fake_answers(store, k)["answers"]]
+    assert list(group["answer"][:]) == expected
+    assert len({len(a) for a in expected}) == len(REPLIES)
+    assert sorted(set(group["choice"][:].tolist())) == [-1, 1, 2, 3]

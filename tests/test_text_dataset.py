@@ -319,3 +319,95 @@ def test_cultures_are_planned_from_the_table_before_preparation(tmp_path):
         ROOT / "resources" / "cvqa_culture_groups.tsv"
     )}  # fmt: skip
     assert len(planned_cultures(cvqa)) == 25  # the paper's Table 4
+
+
+# ------------------------------------------------------ labels, files and patterns as data has them
+@pytest.mark.parametrize(
+    ("raw", "label_format", "expected"),
+    [
+        ("1", "index", 1),
+        ("2.0", "index", 2),  # a float column written out: still option 2
+        (3, "index", 3),
+        ("1.5", "index", None),  # not an option, not option 1
+        ("0.9", "index", None),
+        ("-0.5", "index", None),
+        ("B", "letter", 1),
+        (" d. ", "letter", 3),
+        ("AB", "letter", None),  # two letters: not A
+        ("BA", "letter", None),
+        ("Answer: B", "letter", None),
+    ],
+)
+def test_labels_that_name_no_single_option_are_not_rounded_or_truncated(
+    raw, label_format, expected
+):
+    assert resolve_label(raw, ["w", "x", "y", "z"], label_format) == expected
+
+
+def test_fractional_and_multi_letter_labels_are_excluded_end_to_end(tmp_path):
+    table = four_column_table()
+    table.loc[0, "answer"] = "AB"
+    table.to_csv(tmp_path / "letters.csv", index=False)
+    report = prepare_dataset(config(tmp_path, FOUR_COLUMNS), tmp_path / "out")
+    assert report["excluded"]["label_unmatched"] == 1
+    assert report["excluded_examples"]["label_unmatched"] == ["Ja0: label 'AB'"]
+
+    index = tmp_path / "index"
+    index.mkdir()
+    table = four_column_table().assign(answer=["0", "1.5", "2.0", "3", "0.5", "1"] * 2)
+    table.to_csv(index / "t.csv", index=False)
+    report = prepare_dataset(
+        config(index, {**FOUR_COLUMNS, "label_format": "index"}), tmp_path / "out-index"
+    )
+    assert report["excluded"]["label_unmatched"] == 4  # 1.5 and 0.5, in each culture
+    items = pd.read_parquet(tmp_path / "out-index" / "items.parquet").set_index("item_id")
+    assert items["label"].to_dict() == {
+        "Ja0": 0, "Ja2": 2, "Ja3": 3, "Ja5": 1, "Pe0": 0, "Pe2": 2, "Pe3": 3, "Pe5": 1,
+    }  # fmt: skip
+
+
+def test_files_with_other_columns_are_refused_not_concatenated(tmp_path):
+    table = four_column_table()
+    table.iloc[:6].to_csv(tmp_path / "a.csv", index=False)
+    # The second file names its category column differently: concatenated, every one of its
+    # rows would lose its category (and a missing label column its label).
+    table.iloc[6:].rename(columns={"topic": "theme"}).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(SourceError) as err:
+        prepare_dataset(config(tmp_path, FOUR_COLUMNS), tmp_path / "out")
+    message = str(err.value)
+    assert "b.csv has other columns than" in message and "a.csv" in message
+    assert "lacks 'topic'" in message and "adds 'theme'" in message
+    assert not (tmp_path / "out").exists()
+
+    # The same columns in another order are the same table: rows are matched by column name.
+    table.iloc[6:][list(reversed(table.columns))].to_csv(tmp_path / "b.csv", index=False)
+    report = prepare_dataset(config(tmp_path, FOUR_COLUMNS), tmp_path / "out")
+    assert report["items"] == 12 and report["excluded_total"] == 0
+    items = pd.read_parquet(tmp_path / "out" / "items.parquet").set_index("item_id")
+    assert list(items.loc["Pe1", "options"]) == ["thing 1", "other 1", "third 1", "fourth 1"]
+    assert items.loc["Pe1", "label"] == 1 and items.loc["Pe1", "category"] == "food"
+
+
+def test_a_question_pattern_matches_across_lines():
+    from culture_neurons.data.text_mcq import iter_text_rows
+
+    # A prompt whose question spans two lines before the dataset's own instruction.
+    table = pd.DataFrame(
+        {
+            "prompt": [
+                "In Spain,\nwhat do people drink at breakfast?\nAnswer with one letter.",
+                "What is eaten at Nowruz?\nWithout any explanation...",
+            ],
+            "choices": ['{"A": "coffee", "B": "tea", "C": "water", "D": "milk"}'] * 2,
+            "answer_idx": ["A", "B"],
+            "country": ["Spain", "Iran"],
+        }
+    )
+    columns = {
+        "question": "prompt", "question_pattern": r"^(.*?\?)", "options": "choices",
+        "label": "answer_idx", "label_format": "letter", "country": "country",
+    }  # fmt: skip
+    mapping = ColumnMapping.from_mapping(columns)
+    questions = [row.question for row in iter_text_rows(table, mapping, "blend")]
+    first, second = "In Spain,\nwhat do people drink at breakfast?", "What is eaten at Nowruz?"
+    assert questions == [first, second]

