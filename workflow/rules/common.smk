@@ -445,7 +445,7 @@ def gathers_shards(wildcards, rulename):
     """An ablate job split into shards only gathers their chunks: no model, no GPU."""
     return (
         rulename in ("ablate", "ablate_intervention")
-        and ablate_shards(wildcards.model) > 1
+        and gathers_only(wildcards.model)
     )
 
 
@@ -994,6 +994,11 @@ def ablate_shards(name):
     return model_entry(name)["ablate_shards"]
 
 
+def gathers_only(name):
+    """Whether model ``name``'s ablate jobs are split into shards and only gather them."""
+    return ablate_shards(name) > 1
+
+
 def get_ablate_chunk_items(wildcards):
     """models.<name>.ablate_chunk_items: the same for an ablate job and its shards, so that
     they name the same chunks (retries halve the batch size, not this)."""
@@ -1023,11 +1028,11 @@ def get_ablate_shard_markers(wildcards):
 
 def get_ablate_gpus(wildcards):
     """A split ablate job only gathers its shards' chunks: no GPU (its shards hold them)."""
-    return get_gpus(wildcards) if ablate_shards(wildcards.model) == 1 else 0
+    return 0 if gathers_only(wildcards.model) else get_gpus(wildcards)
 
 
 def get_ablate_gather_flag(wildcards):
-    return "--gather" if ablate_shards(wildcards.model) > 1 else ""
+    return "--gather" if gathers_only(wildcards.model) else ""
 
 
 def get_ablate_shard_out_dir(wildcards):

@@ -135,6 +135,7 @@ def plan_work(
     chunk_items: int,
 ) -> AblateWork:
     """The masks, rows and chunks of an ablate job, without loading the model."""
+    checked_ceiling(batch_size, max_batch_size)  # before anything is read
     kind = parse_intervention(intervention or {"kind": "zero"}, "--intervention")
     _, cultures, _ = read_masks(masks)
     chosen = list(cultures) if list(sources) == ["all"] else list(sources)
@@ -285,7 +286,6 @@ def ablate_stage(
     missing ones. With ``gather`` nothing is answered and the model is not loaded: the chunks
     come from the `ablate_shard_stage` jobs of a split ablate job.
     """
-    checked_ceiling(batch_size, max_batch_size)  # before anything is read
     work = plan_work(
         items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
         store=store, batch_size=batch_size, max_batch_size=max_batch_size,
@@ -333,7 +333,6 @@ def ablate_shard_stage(
     with ``gather`` writes the tables once every shard is done. Returns the shard's chunks."""
     if shards < 1 or not 0 <= shard < shards:
         raise InputError(f"--shard {shard} of --shards {shards}: need 0 <= shard < shards")
-    checked_ceiling(batch_size, max_batch_size)
     work = plan_work(
         items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
         store=store, batch_size=batch_size, max_batch_size=max_batch_size,
