@@ -231,11 +231,11 @@ def test_split_ablate_jobs_plan_shards_and_a_gpu_less_gather(tmp_path):
     model = {"ablate_shards": 2, "gpus": 1, "device_map": "cpu"}
     overlay.write_text(yaml.safe_dump({"models": {"demo-qwen25vl-tiny": model}}))
     one, two = plan("config.yaml"), plan("config.yaml", str(overlay))
-    assert "ablate_shard" not in counts(one) and "ablate_intervention_shard" not in counts(one)
+    assert "ablate_shard" not in counts(one) and "ablate_shard_intervention" not in counts(one)
     assert "--gather" not in one
     split = counts(two)
     assert split["ablate"] == counts(one)["ablate"] and split["ablate_shard"] == 2 * split["ablate"]
-    assert split["ablate_intervention_shard"] == 2 * split["ablate_intervention"]
+    assert split["ablate_shard_intervention"] == 2 * split["ablate_intervention"]
     lap = [j for j in jobs(two, "ablate") if "selector=lap\n" in j]
     assert len(lap) == 1 and "--gather" in lap[0] and "gpu=0" in lap[0]
     assert "ablations/lap.partial/shard0.done" in lap[0] and "lap.partial/shard1.done" in lap[0]
@@ -243,5 +243,5 @@ def test_split_ablate_jobs_plan_shards_and_a_gpu_less_gather(tmp_path):
     assert sorted(re.search(r"--shard (\d) --shards 2", j).group(1) for j in shards) == ["0", "1"]
     assert all("gpu=1" in j and "--out-dir results/demo-qwen25vl-tiny/ablations/lap " in j
                for j in shards)  # fmt: skip
-    scale = jobs(two, "ablate_intervention_shard")[0]
+    scale = jobs(two, "ablate_shard_intervention")[0]
     assert "/interventions/" in scale and ".partial/shard" in scale

@@ -95,7 +95,7 @@ def test_whole_dag_produces_every_artifact(finished_run):
         for ext in (".png", ".pdf"):
             assert (work / f"results/figures/{MODEL}/{figure}{ext}").stat().st_size > 1000
     assert (work / "results/figures/baseline_accuracy.png").stat().st_size > 1000
-    assert "demo model accuracy" in (work / f"logs/train_demo_model/{MODEL}.log").read_text()
+    assert "demo model accuracy" in (work / f"logs/train_demo/{MODEL}.log").read_text()
     control = f"results/{MODEL}/masks/rnd_matched-s0.zarr"
     reference = f"results/{MODEL}/masks/cas.zarr"
 
@@ -198,7 +198,7 @@ def test_a_changed_reference_replans_its_layer_matched_control(finished_run):
     # mean and scale runs.
     assert counts == {
         "select": 2, "ablate": 2, "matrices": 2, "figures": 2, "stability": 1, "overlap": 1,
-        "ablate_intervention": 2, "intervention_matrices": 2, "intervention_figures": 2,
+        "ablate_intervention": 2, "matrices_intervention": 2, "figures_intervention": 2,
         "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip
 
@@ -215,9 +215,9 @@ def test_added_model_plans_only_its_branch(finished_run):
     # matrices, figures), its stability, overlap and control effect; the shared baseline
     # figure and summary follow. Nothing of the existing model reruns.
     assert counts == {
-        "train_demo_model": 1, "baseline_and_record": 1, "attribute": 1, "select": 6,
+        "train_demo": 1, "record": 1, "attribute": 1, "select": 6,
         "ablate": 6, "matrices": 6, "figures": 6, "stability": 1, "overlap": 1,
         "control_effect": 1, "baseline_figure": 1, "ablate_intervention": 2,
-        "intervention_matrices": 2, "intervention_figures": 2, "dose_response": 1,
+        "matrices_intervention": 2, "figures_intervention": 2, "dose_response": 1,
         "summary": 1, "all": 1,
     }  # fmt: skip

@@ -1,16 +1,15 @@
-"""Resources of the model jobs (workflow/rules/common.smk): batch sizes and memory per retry, and
-the Slurm runtime and memory that follow from each job's work (culture_neurons.planning)."""
+"""Resources of the model jobs (culture_neurons.planning.plan, which workflow/rules/common.smk
+asks): batch sizes and memory per retry, and the Slurm runtime and memory that follow from each
+job's work (culture_neurons.planning.work)."""
 
 from __future__ import annotations
 
 import copy
 import json
 import math
-import os
 import re
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,43 +18,36 @@ from snakemake.utils import validate
 
 from culture_neurons import cli
 from culture_neurons.planning import work
+from culture_neurons.planning.config import check_batch_sizes
+from culture_neurons.planning.plan import Plan
+from tests.dry_runs import dry_run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def common(models: dict) -> dict:
-    """The functions of common.smk over a config with these models (it is plain Python apart
-    from Snakemake's `workflow` and `config` globals)."""
-    namespace = {
-        "workflow": SimpleNamespace(basedir=str(ROOT)),
-        "config": {"models": models},
-    }
-    exec(compile((ROOT / "workflow/rules/common.smk").read_text(), "common.smk", "exec"), namespace)
-    return namespace
-
-
-def job(model: str = "m") -> SimpleNamespace:
-    return SimpleNamespace(model=model)
+def common(models: dict) -> Plan:
+    """The plan of a config with only these models (batch sizes need no more)."""
+    return Plan({"models": models}, basedir=ROOT)
 
 
 def test_batch_size_halves_per_retry_down_to_one():
     f = common({"m": {"batch_size": 8}})
-    assert [f["get_batch_size"](job(), attempt) for attempt in (1, 2, 3, 4, 5)] == [8, 4, 2, 1, 1]
+    assert [f.batch_size("m", attempt) for attempt in (1, 2, 3, 4, 5)] == [8, 4, 2, 1, 1]
 
 
 def test_max_batch_size_halves_per_retry_but_stays_at_least_the_batch_size():
     f = common({"m": {"batch_size": 8, "max_batch_size": 32}})
-    sizes = [f["get_max_batch_size"](job(), attempt) for attempt in (1, 2, 3, 4)]
+    sizes = [f.max_batch_size("m", attempt) for attempt in (1, 2, 3, 4)]
     assert sizes == [32, 16, 8, 4]
-    batch = [f["get_batch_size"](job(), attempt) for attempt in (1, 2, 3, 4)]
+    batch = [f.batch_size("m", attempt) for attempt in (1, 2, 3, 4)]
     assert all(ceiling >= size for ceiling, size in zip(sizes, batch, strict=True))
     f = common({"m": {"batch_size": 8, "max_batch_size": 10}})
-    assert [f["get_max_batch_size"](job(), attempt) for attempt in (1, 2)] == [10, 5]
+    assert [f.max_batch_size("m", attempt) for attempt in (1, 2)] == [10, 5]
 
 
 def test_max_batch_size_unset_keeps_the_batch_fixed():
     f = common({"m": {"batch_size": 8}})
-    assert [f["get_max_batch_size"](job(), attempt) for attempt in (1, 2)] == [0, 0]
+    assert [f.max_batch_size("m", attempt) for attempt in (1, 2)] == [0, 0]
 
 
 def test_a_ceiling_below_the_batch_size_is_a_config_error_naming_the_model():
@@ -66,8 +58,8 @@ def test_a_ceiling_below_the_batch_size_is_a_config_error_naming_the_model():
         }
     )
     with pytest.raises(ValueError, match=r"models\.bad\.max_batch_size \(8\) is below"):
-        f["check_batch_sizes"]()
-    common({"m": {"batch_size": 16, "max_batch_size": 0}})["check_batch_sizes"]()
+        check_batch_sizes(f)
+    check_batch_sizes(common({"m": {"batch_size": 16, "max_batch_size": 0}}))
 
 
 def test_memory_grows_per_retry_and_defaults_by_gpus():
@@ -76,10 +68,9 @@ def test_memory_grows_per_retry_and_defaults_by_gpus():
     config["models"] = {name: {"family": "generic", "path": "x", **m} for name, m in models.items()}
     del config["dataset"]["expected_items"]  # no answer rows known: the base alone
     f = paper_common(config)
-    record = "baseline_and_record"
-    assert [f["get_mem_mb"](job("gpu"), a, record) for a in (1, 2)] == [32000, 64000]
-    assert f["get_mem_mb"](job("cpu"), 1, record) == 4000
-    assert [f["get_mem_mb"](job("set"), a, record) for a in (1, 3)] == [1500, 4500]
+    assert [f.mem_mb("record", "gpu", a) for a in (1, 2)] == [32000, 64000]
+    assert f.mem_mb("record", "cpu", 1) == 4000
+    assert [f.mem_mb("record", "set", a) for a in (1, 3)] == [1500, 4500]
 
 
 # -- runtime and memory from the work (culture_neurons.planning.work) --------------------------
@@ -99,20 +90,15 @@ def validated(name: str, **changes) -> dict:
     return config
 
 
-def paper_common(config: dict) -> dict:
-    """common.smk over ``config`` (its grouping file made absolute: the tests run elsewhere);
-    its logger records warnings in ``warnings``."""
+def paper_common(config: dict) -> Plan:
+    """The plan of ``config`` (its grouping file made absolute: the tests run elsewhere); its
+    warnings are kept in ``.warnings``."""
     config = copy.deepcopy(config)
     config["dataset"]["grouping"] = str(ROOT / config["dataset"]["grouping"])
-    namespace = {"workflow": SimpleNamespace(basedir=str(ROOT)), "config": config}
-    exec(compile((ROOT / "workflow/rules/common.smk").read_text(), "common.smk", "exec"), namespace)
-    namespace["warnings"] = []
-    namespace["logger"] = SimpleNamespace(warning=namespace["warnings"].append)
-    return namespace
-
-
-def ablate_job(model: str, selector: str) -> SimpleNamespace:
-    return SimpleNamespace(model=model, selector=selector, get=lambda key, default=None: default)
+    warnings: list[str] = []
+    plan = Plan(config, basedir=ROOT, warn=warnings.append)
+    plan.warnings = warnings
+    return plan
 
 
 def expected_minutes(answers: float, prompt: int, load: float = 20, safety: float = 1.5) -> int:
@@ -137,33 +123,31 @@ def test_the_paper_plans_178_masks_per_model_and_sweeps_multiply_them():
 def test_runtime_follows_items_masks_prompt_tokens_and_the_rate():
     paper = validated("configs/paper.yaml")
     f = paper_common(paper)
-    runtime = f["get_runtime"]
+    runtime = f.runtime
     qwen, llava = "qwen2.5-vl-7b", "llava-v1.6-mistral-7b"
     # CAS: 5,196 evaluation items x 25 cultures' masks, at each family's prompt length.
-    assert runtime(ablate_job(qwen, "cas"), 1, "ablate") == expected_minutes(5196 * 25, 1350)
-    assert runtime(ablate_job(llava, "cas"), 1, "ablate") == expected_minutes(5196 * 25, 2450)
-    assert runtime(ablate_job(qwen, "rnd-s0"), 1, "ablate") == expected_minutes(5196, 1350)
+    assert runtime("ablate", qwen, 1, "cas") == expected_minutes(5196 * 25, 1350)
+    assert runtime("ablate", llava, 1, "cas") == expected_minutes(5196 * 25, 2450)
+    assert runtime("ablate", qwen, 1, "rnd-s0") == expected_minutes(5196, 1350)
     # The recording job answers both splits, the identification half with the recording hooks.
-    record = runtime(job(qwen), 1, "baseline_and_record")
+    record = runtime("record", qwen, 1)
     assert record == expected_minutes(5178 * work.RECORD_OVERHEAD + 5196, 1350)
     # A retry asks for twice the time.
-    assert runtime(ablate_job(qwen, "cas"), 2, "ablate") == 2 * expected_minutes(5196 * 25, 1350)
+    assert runtime("ablate", qwen, 2, "cas") == 2 * expected_minutes(5196 * 25, 1350)
     # A stated prompt length and rate replace the family's and the bench's.
     paper["models"][qwen].update(prompt_tokens=3000, tokens_per_s=H100_TOKENS_PER_S / 2)
     f = paper_common(paper)
-    slow = f["get_runtime"](ablate_job(qwen, "cas"), 1, "ablate")
+    slow = f.runtime("ablate", qwen, 1, "cas")
     assert slow == max(10, math.ceil(20 + 1.5 * 5196 * 25 * 3020 / (H100_TOKENS_PER_S / 2) / 60))
     # Memory: the base plus 1 KB per answer row the job holds.
-    assert f["get_mem_mb"](ablate_job(qwen, "cas"), 1, "ablate") == 32000 + math.ceil(
-        5196 * 25 * 1024 / 2**20
-    )
+    assert f.mem_mb("ablate", qwen, 1, "cas") == 32000 + math.ceil(5196 * 25 * 1024 / 2**20)
 
 
 def test_items_parquet_replaces_the_expected_counts_once_prepared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     f = paper_common(validated("configs/paper.yaml"))
     qwen = "qwen2.5-vl-7b"
-    before = f["get_runtime"](ablate_job(qwen, "cas"), 1, "ablate")
+    before = f.runtime("ablate", qwen, 1, "cas")
     assert before == expected_minutes(5196 * 25, 1350)
     # prepare_data ran: 4 cultures, 900 identification and 2,000 evaluation items.
     items = tmp_path / "results/data/cvqa/items.parquet"
@@ -175,53 +159,47 @@ def test_items_parquet_replaces_the_expected_counts_once_prepared(tmp_path, monk
             "culture": [cultures[i % 4] for i in range(2900)],
         }
     ).to_parquet(items)
-    after = f["get_runtime"](ablate_job(qwen, "cas"), 1, "ablate")
+    after = f.runtime("ablate", qwen, 1, "cas")
     assert after == expected_minutes(2000 * 4, 1350) < before
-    assert f["get_runtime"](job(qwen), 1, "baseline_and_record") == expected_minutes(
-        900 * work.RECORD_OVERHEAD + 2000, 1350
-    )
+    assert f.runtime("record", qwen, 1) == expected_minutes(900 * work.RECORD_OVERHEAD + 2000, 1350)
 
 
 def test_unknown_item_counts_plan_the_longest_walltime_and_say_why():
     config = validated("configs/paper.yaml")
     del config["dataset"]["expected_items"]
     f = paper_common(config)
-    assert f["get_runtime"](ablate_job("pangea-7b", "cas"), 1, "ablate") == 2880
-    assert "dataset.expected_items" in f["warnings"][0]
+    assert f.runtime("ablate", "pangea-7b", 1, "cas") == 2880
+    assert "dataset.expected_items" in f.warnings[0]
 
 
 def test_work_beyond_the_walltime_is_capped_and_the_dry_run_names_the_shards_that_fit():
     config = validated("configs/paper.yaml", planning={"max_runtime": 120})
     f = paper_common(config)
     llava = "llava-v1.6-mistral-7b"
-    assert f["get_runtime"](ablate_job(llava, "cas"), 1, "ablate") == 120
+    assert f.runtime("ablate", llava, 1, "cas") == 120
     # 1.5 x 4.8 h of work into jobs of 120 - 20 minutes of work each.
     needed = math.ceil(1.5 * 5196 * 25 * 2470 / H100_TOKENS_PER_S / 60 / 100)
     assert needed == 5
-    assert f["warnings"] == [
+    assert f.warnings == [
         f"ablate {llava} cas: its work does not fit planning.max_runtime (120 min), so it asks "
         f"for that and may be cut off; models.{llava}.ablate_shards: {needed} would fit"
     ]
     # Split into that many shard jobs (a colleague's ablate_shards), each fits.
     config["models"][llava]["ablate_shards"] = needed
     f = paper_common(config)
-    shard = f["get_runtime"](ablate_job(llava, "cas"), 1, "ablate_shard")
+    shard = f.runtime("ablate_shard", llava, 1, "cas")
     assert shard == expected_minutes(5196 * 25 / needed, 2450) <= 120
-    assert f["warnings"] == []
+    assert f.warnings == []
 
 
 def test_the_demo_model_keeps_small_runtimes():
     config = validated("config.yaml")
     model = "demo-qwen25vl-tiny"
     f = paper_common(config)
-    for rule, wildcards in [
-        ("baseline_and_record", job(model)),
-        ("ablate", ablate_job(model, "cas")),
-        ("attribute", job(model)),
-        ("control_effect", job(model)),
-    ]:
-        assert f["get_runtime"](wildcards, 1, rule) == 10, rule  # planning.min_runtime
-        assert f["get_mem_mb"](wildcards, 1, rule) < 4100, rule
+    for rule, selector in [("record", ""), ("ablate", "cas"), ("attribute", ""),
+                           ("control_effect", "")]:  # fmt: skip
+        assert f.runtime(rule, model, 1, selector) == 10, rule  # planning.min_runtime
+        assert f.mem_mb(rule, model, 1, selector) < 4100, rule
 
 
 def test_bench_rate_is_its_answers_per_second_times_its_tokens_per_answer():
@@ -232,38 +210,8 @@ def test_bench_rate_is_its_answers_per_second_times_its_tokens_per_answer():
         work.tokens_per_s({"family": "llava_next"}, None)
 
 
-def dry_run_jobs(*args: str) -> list[dict]:
-    """Each job of `snakemake -n -p --forceall` as rule, wildcards, resources and shell."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(
-        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    jobs = []
-    for block in re.split(r"\n(?=rule \w+:\n)", result.stdout):
-        rule = re.match(r"rule (\w+):", block)
-        if not rule:
-            continue
-        wildcards = re.search(r"wildcards: (.*)", block)
-        resources = re.search(r"resources: (.*)", block)
-        jobs.append(
-            {
-                "rule": rule.group(1),
-                "wildcards": dict(w.split("=") for w in wildcards.group(1).split(", "))
-                if wildcards
-                else {},
-                "resources": dict(r.split("=", 1) for r in resources.group(1).split(", "))
-                if resources
-                else {},
-                "shell": block.split("Shell command:", 1)[-1],
-            }
-        )
-    return jobs
-
-
 def test_paper_dry_run_asks_each_job_for_the_estimates_runtime_and_plans_its_masks():
-    jobs = dry_run_jobs("--configfile", "configs/paper.yaml")
+    jobs, _ = dry_run_jobs("--configfile", "configs/paper.yaml")
     paper = validated("configs/paper.yaml")
     estimate = {
         (r.job.model, r.job.rule, r.job.name): r
@@ -272,16 +220,16 @@ def test_paper_dry_run_asks_each_job_for_the_estimates_runtime_and_plans_its_mas
     masks: dict[str, int] = {}
     checked = 0
     for j in jobs:
-        if j["rule"] not in ("ablate", "baseline_and_record"):
+        if j.rule not in ("ablate", "record"):
             continue
-        model = j["wildcards"]["model"]
-        name = j["wildcards"].get("selector", model)
-        planned = estimate[(model, j["rule"], name)]
-        assert int(j["resources"]["runtime"]) == planned.runtime
-        assert int(j["resources"]["mem_mb"]) == planned.mem_mb
+        model = j.wildcards["model"]
+        name = j.wildcards.get("selector", model)
+        planned = estimate[(model, j.rule, name)]
+        assert int(j.resources["runtime"]) == planned.runtime
+        assert int(j.resources["mem_mb"]) == planned.mem_mb
         checked += 1
-        if j["rule"] == "ablate":
-            sources = re.search(r"--sources (.*?) --ratios (.*?) --", j["shell"])
+        if j.rule == "ablate":
+            sources = re.search(r"--sources (.*?) --ratios (.*?) --", j.shell)
             n = len(sources.group(1).split()) * len(sources.group(2).split())
             assert n == planned.job.masks
             masks[model] = masks.get(model, 0) + n
@@ -361,4 +309,4 @@ def test_schema_rejects_bad_planning_keys_naming_them(mutate, key):
 def test_a_rule_without_a_planned_job_is_a_clear_error():
     f = paper_common(validated("configs/paper.yaml"))
     with pytest.raises(ValueError, match="no runtime for attribute .* no job attribute"):
-        f["get_runtime"](job("pangea-7b"), 1, "attribute")  # no attribution selector here
+        f.runtime("attribute", "pangea-7b", 1)  # no attribution selector here

@@ -21,6 +21,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from culture_neurons import cli
+from tests.dry_runs import dry_run_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = "demo-qwen25vl-tiny"
@@ -114,10 +115,10 @@ def planned_models(*args: str) -> set[str]:
 
 def test_demo_dry_run_plans_the_demo():
     counts = dry_run()
-    assert counts["make_demo_data"] == 1
+    assert counts["make_demo"] == 1
     assert counts["prepare_data"] == 1
-    assert "train_demo_model" not in counts  # the shipped weights are the demo config's model
-    assert counts["baseline_and_record"] == len(load("config.yaml")["models"])
+    assert "train_demo" not in counts  # the shipped weights are the demo config's model
+    assert counts["record"] == len(load("config.yaml")["models"])
     assert counts["all"] == 1
     assert planned_models() == set(load("config.yaml")["models"])
 
@@ -140,7 +141,7 @@ def test_the_demo_records_the_shipped_weights():
 
 def test_train_demo_overlay_trains_the_model_and_records_what_it_trained():
     args = ("--configfile", "config.yaml", "configs/train-demo.yaml")
-    assert dry_run(*args)["train_demo_model"] == 1
+    assert dry_run(*args)["train_demo"] == 1
     assert loaded_weights(*args) == {"results/demo-qwen25vl-tiny/demo_weights"}
 
 
@@ -159,7 +160,7 @@ def test_train_demo_overlay_trains_the_model_and_records_what_it_trained():
 )  # fmt: skip
 def test_a_config_that_changes_the_demo_models_recipe_trains_it_here(tmp_path, change, trains):
     counts = dry_run(*_demo_variant(tmp_path, change))
-    assert ("train_demo_model" in counts) is trains
+    assert ("train_demo" in counts) is trains
 
 
 def test_train_false_with_another_recipe_fails_naming_the_difference(tmp_path):
@@ -208,58 +209,34 @@ def test_task_files_on_a_hub_dataset_fail_the_dry_run_naming_the_key(tmp_path):
 def test_paper_dry_run_plans_only_the_paper():
     counts = dry_run("--configfile", "configs/paper.yaml")
     # Nothing of the demo may leak in through Snakemake's recursive config merge.
-    assert "make_demo_data" not in counts
-    assert "train_demo_model" not in counts
+    assert "make_demo" not in counts
+    assert "train_demo" not in counts
     assert counts["prepare_data"] == 1
     paper_models = set(load("configs/paper.yaml")["models"])
     assert paper_models == {"qwen2.5-vl-7b", "llava-v1.6-mistral-7b", "pangea-7b"}
-    assert counts["baseline_and_record"] == 3
+    assert counts["record"] == 3
     assert planned_models("--configfile", "configs/paper.yaml") == paper_models
 
 
-def planned_jobs(*args: str) -> tuple[list[tuple[str, list[str], str]], str]:
-    """(rule, inputs, shell command) of each job of `snakemake -n -p --forceall`, and its log."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(
-        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    jobs = []
-    for block in re.split(r"^\[.*\]$", result.stdout, flags=re.MULTILINE)[1:]:
-        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.MULTILINE)
-        if rule is None:
-            continue
-        inputs = re.search(r"^\s+input: (.*)$", block, flags=re.MULTILINE)
-        command = re.search(r"^Shell command: (.*)$", block, flags=re.MULTILINE)
-        jobs.append(
-            (
-                rule.group(1),
-                inputs.group(1).split(", ") if inputs else [],
-                command.group(1) if command else "",
-            )
-        )
-    return jobs, result.stdout + result.stderr
-
-
 def test_paper_dry_run_downloads_every_hub_input_first_on_the_login_node():
-    jobs, log = planned_jobs("--configfile", "configs/paper.yaml")
+    jobs, log = dry_run_jobs("--configfile", "configs/paper.yaml")
     models = set(load("configs/paper.yaml")["models"])
     records = {f"results/downloads/models/{m}.json" for m in models}
-    downloads = [j for j in jobs if j[0].startswith("download_")]
-    assert sorted(rule for rule, _, _ in downloads) == ["download_dataset"] + ["download_model"] * 3
-    assert all("culture-neurons download" in command for _, _, command in downloads)
-    (dataset_download,) = [c for r, _, c in downloads if r == "download_dataset"]
-    assert "--repo-type dataset --repo-id afaji/cvqa" in dataset_download
+    downloads = [j for j in jobs if j.rule.startswith("download_")]
+    assert sorted(j.rule for j in downloads) == ["download_dataset"] + ["download_model"] * 3
+    # Each runs its same-named subcommand.
+    assert all(f"culture-neurons {j.rule.replace('_', '-')} " in j.shell for j in downloads)
+    (dataset_download,) = [j.shell for j in downloads if j.rule == "download_dataset"]
+    assert "download-dataset --repo-id afaji/cvqa" in dataset_download
     assert load("configs/paper.yaml")["dataset"]["revision"] in dataset_download
-    (prepare,) = [inputs for rule, inputs, _ in jobs if rule == "prepare_data"]
+    (prepare,) = [j.inputs for j in jobs if j.rule == "prepare_data"]
     assert "results/downloads/dataset.json" in prepare
-    model_jobs = [j for j in jobs if j[0] in ("baseline_and_record", "ablate")]
+    model_jobs = [j for j in jobs if j.rule in ("record", "ablate")]
     assert len(model_jobs) == 3 + 30
-    for _, inputs, command in model_jobs:
-        (record,) = records & set(inputs)  # its own model's download, nothing else
+    for j in model_jobs:
+        (record,) = records & set(j.inputs)  # its own model's download, nothing else
         # ... and it loads the commit that download recorded.
-        assert f'"download": "{record}"' in command
+        assert f'"download": "{record}"' in j.shell
     # They run on the login node: the Slurm executor submits no job for them.
     smk = (ROOT / "workflow/rules/download.smk").read_text()
     declared = re.search(r"^localrules:\n((?:\s+\w+,\n)+)", smk, flags=re.MULTILINE)
@@ -269,16 +246,16 @@ def test_paper_dry_run_downloads_every_hub_input_first_on_the_login_node():
 
 
 def test_the_demo_downloads_nothing_and_warns_of_no_hidden_labels():
-    jobs, log = planned_jobs()
-    assert not [rule for rule, _, _ in jobs if rule.startswith("download")]
-    assert not any("results/downloads" in i for _, inputs, _ in jobs for i in inputs)
+    jobs, log = dry_run_jobs()
+    assert not [j for j in jobs if j.rule.startswith("download")]
+    assert not any("results/downloads" in i for j in jobs for i in j.inputs)
     assert "no dataset.labels_file" not in log
 
 
 def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
     counts = dry_run("--configfile", "configs/smollm2.yaml")
     assert counts["prepare_checkpoint"] == 1 and counts["prepare_data"] == 1
-    assert "make_demo_data" not in counts and "train_demo_model" not in counts
+    assert "make_demo" not in counts and "train_demo" not in counts
     # The culture-free control questions are the attribution selectors' control task.
     assert counts["prepare_task"] == counts["attribute"] == counts["control_effect"] == 1
     assert planned_models("--configfile", "configs/smollm2.yaml") == {"smollm2-135m-instruct"}
@@ -295,8 +272,8 @@ def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
 
 def test_blind_overlay_adds_one_branch_on_the_same_weights():
     counts = dry_run("--configfile", "config.yaml", "configs/demo-blind.yaml")
-    assert "train_demo_model" not in counts  # both load the shipped weights
-    assert counts["baseline_and_record"] == 2
+    assert "train_demo" not in counts  # both load the shipped weights
+    assert counts["record"] == 2
     assert planned_models("--configfile", "config.yaml", "configs/demo-blind.yaml") == {
         "demo-qwen25vl-tiny", "demo-qwen25vl-tiny-blind",
     }  # fmt: skip
@@ -430,10 +407,10 @@ def test_added_model_plans_only_its_branch_dry_run(tmp_path):
     n_selectors = 12  # rnd (3 seeds), rnd_matched (3 seeds), lap, lape, mad, cas, attr(_general)
     n_scaled = 2  # cas x2 and x4
     assert counts == {
-        "train_demo_model": 1, "baseline_and_record": 1, "select": n_selectors,
+        "train_demo": 1, "record": 1, "select": n_selectors,
         "ablate": n_selectors, "matrices": n_selectors, "figures": n_selectors,
-        "ablate_intervention": n_scaled, "intervention_matrices": n_scaled,
-        "intervention_figures": n_scaled, "dose_response": 1, "attribute": 1,
+        "ablate_intervention": n_scaled, "matrices_intervention": n_scaled,
+        "figures_intervention": n_scaled, "dose_response": 1, "attribute": 1,
         "control_effect": 1, "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1,
         "all": 1, "total": 4 * n_selectors + 3 * n_scaled + 10,
     }  # fmt: skip
@@ -470,8 +447,8 @@ def test_added_intervention_plans_only_its_own_jobs_dry_run(tmp_path):
     counts, outputs = planned(tmp_path, config)
     n_new = 4  # cas and the three rnd_matched seeds
     assert counts == {
-        "ablate_intervention": n_new, "intervention_matrices": n_new,
-        "intervention_figures": n_new, "dose_response": 1, "summary": 1, "all": 1,
+        "ablate_intervention": n_new, "matrices_intervention": n_new,
+        "figures_intervention": n_new, "dose_response": 1, "summary": 1, "all": 1,
         "total": 3 * n_new + 3,
     }  # fmt: skip
     # Ablations and matrices under results/{model}/interventions/, figures under .../{model}/mean/.
@@ -488,9 +465,9 @@ def test_added_ratio_plans_no_select_record_or_stability_dry_run(tmp_path):
     counts, _ = planned(tmp_path, config)
     # The masks come from one stored ranking: nothing is selected or recorded again. Each
     # ablate job serves all ratios of its selector with one model load, so it reruns whole.
-    assert not {"select", "baseline_and_record", "stability", "train_demo_model"} & set(counts)
+    assert not {"select", "record", "stability", "train_demo"} & set(counts)
     assert counts["ablate"] == 12 and counts["ablate_intervention"] == 2
-    assert counts["matrices"] == 12 and counts["intervention_matrices"] == 2
+    assert counts["matrices"] == 12 and counts["matrices_intervention"] == 2
     assert "attribute" not in counts and counts["control_effect"] == 1
     assert counts["dose_response"] == 1 and counts["summary"] == 1
 
@@ -618,8 +595,8 @@ def test_model_env_asks_for_a_cuda_build_of_pytorch():
 def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
-        "make_demo_data", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo_model",
-        "baseline_and_record", "attribute", "select", "ablate", "ablate_shard", "control_effect",
+        "make_demo", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo",
+        "record", "attribute", "select", "ablate", "ablate_shard", "control_effect",
         "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
         "dose_response", "download_model", "download_dataset",
     }  # fmt: skip
@@ -628,10 +605,10 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         assert Path(env).is_file(), f"rule {name}: {env} does not exist"
         assert Path(env).parent == ROOT / "envs", name
     kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
-    assert kinds["baseline_and_record"] == kinds["ablate"] == kinds["ablate_shard"] == "model"
-    assert kinds["train_demo_model"] == "model"
+    assert kinds["record"] == kinds["ablate"] == kinds["ablate_shard"] == "model"
+    assert kinds["train_demo"] == "model"
     assert kinds["prepare_checkpoint"] == kinds["attribute"] == kinds["control_effect"] == "model"
-    assert kinds["prepare_data"] == kinds["make_demo_data"] == kinds["prepare_task"] == "data"
+    assert kinds["prepare_data"] == kinds["make_demo"] == kinds["prepare_task"] == "data"
     assert kinds["download_model"] == "model" and kinds["download_dataset"] == "data"
 
 

@@ -15,13 +15,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from culture_neurons.ablation.chunks import DEFAULT_CHUNK_ITEMS
 from culture_neurons.errors import InputError
 
 log = logging.getLogger("culture_neurons")
 
 # Options of the top-level parser, not arguments of a stage.
 _GLOBAL_OPTIONS = ("verbose", "threads", "command", "stage")
+
+# The default of a flag the workflow's rules always pass (from the config, whose defaults live
+# in its schema): left out on the command line, the stage function's own default applies, so
+# this module spells none of those values a second time.
+STAGE_DEFAULT = argparse.SUPPRESS
 
 
 def _none_if_empty(value: str) -> str | None:
@@ -68,38 +72,46 @@ def _add_make_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-demo", help="generate the synthetic demo dataset (CVQA schema)")
     p.add_argument("--spec", required=True, help="resources/demo/cultures.yaml")
     p.add_argument("--out", required=True, help="output folder (gets data/*.parquet)")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--test-items-per-pair", type=int, default=64)
-    p.add_argument("--train-items-per-pair", type=int, default=320)
-    p.add_argument("--image-size", type=int, default=112)
-    p.add_argument("--control-test-items-per-pair", type=int, default=32)
-    p.add_argument("--control-train-items-per-pair", type=int, default=80)
+    # dataset.demo's settings (defaults in the workflow's schema), which the rule always passes.
+    for flag in ("--seed", "--test-items-per-pair", "--train-items-per-pair", "--image-size",
+                 "--control-test-items-per-pair", "--control-train-items-per-pair"):  # fmt: skip
+        p.add_argument(flag, type=int, required=True)
     p.set_defaults(stage="culture_neurons.demo.generate:make_demo_stage")
 
 
-def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "download", help="fetch a hub model or dataset into the HF cache; record its commit"
-    )
+def _add_download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo-id", required=True, help="hub id, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
-    p.add_argument("--repo-type", choices=["model", "dataset"], default="model")
     p.add_argument("--revision", type=_none_if_empty, help="branch, tag or commit (default main)")
+    p.add_argument("--out", required=True, help="the download record (JSON)")
+
+
+def _add_download_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download-model", help="fetch a hub model into the HF cache; record its commit"
+    )
+    _add_download_args(p)
+    p.set_defaults(stage="culture_neurons.data.download:download_stage", repo_type="model")
+
+
+def _add_download_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download-dataset",
+        help="fetch a hub dataset (and cache its split for offline nodes); record its commit",
+    )
+    _add_download_args(p)
     p.add_argument("--hub-config", type=_none_if_empty, help="dataset configuration (text_mcq)")
     p.add_argument(
         "--split", type=_none_if_empty, help="dataset split to cache for offline compute nodes"
     )
-    p.add_argument("--out", required=True, help="the download record (JSON)")
-    p.set_defaults(stage="culture_neurons.data.download:download_stage")
+    p.set_defaults(stage="culture_neurons.data.download:download_stage", repo_type="dataset")
 
 
-def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "prepare-data", help="CVQA rows or a text MCQ table -> items.parquet + data report"
-    )
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """The dataset section's flags, which prepare-data and prepare-task share."""
     p.add_argument("--name", required=True, help="dataset name (results/data/NAME)")
-    p.add_argument("--kind", choices=["cvqa", "text_mcq"], default="cvqa")
+    p.add_argument("--kind", choices=["cvqa", "text_mcq"], default=STAGE_DEFAULT)
     p.add_argument("--source", choices=["local", "hub"], required=True)
-    p.add_argument("--files", default="data/test-*.parquet", help="file glob under --local-dir")
+    p.add_argument("--files", default=STAGE_DEFAULT, help="file glob under --local-dir")
     optional = {
         "--local-dir": "folder holding the parquet shards (or the text tables)",
         "--train-files": "glob of a train portion (demo only)",
@@ -111,14 +123,30 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     }
     for flag, text in optional.items():
         p.add_argument(flag, type=_none_if_empty, help=text)
-    p.add_argument("--hub-split", default="test", help="the hub dataset's split")
+    p.add_argument("--hub-split", default=STAGE_DEFAULT, help="the hub dataset's split")
     p.add_argument(
         "--columns", type=_json_object, help="text_mcq: the column mapping (JSON object)"
     )
-    p.add_argument("--language", choices=["english", "native"], default="english")
-    p.add_argument("--unknown-pair", choices=["error", "own_group"], default="error")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--language", choices=["english", "native"], default=STAGE_DEFAULT)
+    p.add_argument("--unknown-pair", choices=["error", "own_group"], default=STAGE_DEFAULT)
+    p.add_argument("--split-seed", type=int, default=STAGE_DEFAULT)
     p.add_argument("--out-dir", required=True)
+
+
+def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare-data", help="CVQA rows or a text MCQ table -> items.parquet + data report"
+    )
+    _add_dataset_args(p)
+    p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
+
+
+def _add_prepare_task(sub: argparse._SubParsersAction) -> None:
+    # The same stage on an extra task's files (attribution.control_files, exclusion_files).
+    p = sub.add_parser(
+        "prepare-task", help="an attribution task's files (control, exclusion) -> items.parquet"
+    )
+    _add_dataset_args(p)
     p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
 
 
@@ -135,14 +163,16 @@ def _add_prepare_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
     """The batch flags of the subcommands that answer with a model (see `checked_ceiling`)."""
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=STAGE_DEFAULT)
     # On CUDA batches grow up to this many rows as measured free memory allows; 0: fixed size.
-    p.add_argument("--max-batch-size", type=int, default=0, help="adaptive batch ceiling (CUDA)")
+    p.add_argument(
+        "--max-batch-size", type=int, default=STAGE_DEFAULT, help="adaptive batch ceiling (CUDA)"
+    )
 
 
 def _add_bootstrap_args(p: argparse.ArgumentParser, resamples: str) -> None:
-    p.add_argument("--n-boot", type=int, default=1000, help=resamples)
-    p.add_argument("--seed", type=int, default=0, help="resampling seed")
+    p.add_argument("--n-boot", type=int, default=STAGE_DEFAULT, help=resamples)
+    p.add_argument("--seed", type=int, default=STAGE_DEFAULT, help="resampling seed")
 
 
 def _add_record(sub: argparse._SubParsersAction) -> None:
@@ -157,7 +187,7 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-batches", type=int, default=4, help="batches per store chunk")
     # The workflow fixes it, so that a retry with a smaller batch resumes the partial store.
     p.add_argument("--chunk-items", type=int, help="items per chunk (batch x chunk batches)")
-    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=int, default=STAGE_DEFAULT)
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
     p.add_argument("--baseline-dir", required=True, help="results/{model}/baseline")
     p.set_defaults(stage="culture_neurons.record.stage:record_stage")
@@ -209,11 +239,11 @@ def _add_ablate_work_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intervention", type=_json_object, default={"kind": "zero"}, help="JSON")
     p.add_argument("--store", type=_none_if_empty, default=None, help="activations (kind mean)")
     _add_batch_size_args(p)
-    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=int, default=STAGE_DEFAULT)
     p.add_argument(
         "--chunk-items",
         type=int,
-        default=DEFAULT_CHUNK_ITEMS,
+        default=STAGE_DEFAULT,
         help="items answered (under every mask) between saves of the resumable partial folder",
     )
     p.add_argument("--out-dir", required=True, help="results/{model}/ablations/{selector}")
@@ -253,8 +283,8 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
     p.add_argument("--control-items", type=_none_if_empty, help="the control task's items.parquet")
     p.add_argument("--exclusion-items", type=_none_if_empty, help="the exclusion task's items")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--chunk-items", type=int, default=32, help="items per store chunk")
+    p.add_argument("--batch-size", type=int, default=STAGE_DEFAULT)
+    p.add_argument("--chunk-items", type=int, default=STAGE_DEFAULT, help="items per store chunk")
     p.add_argument("--store", required=True, help="results/{model}/attribution.zarr")
     p.add_argument("--report", required=True, help="results/{model}/attribution.json")
     p.set_defaults(stage="culture_neurons.record.attribution_stage:attribute_stage")
@@ -272,9 +302,8 @@ def _add_control_effect(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--baseline", required=True, help="results/{model}/baseline/evaluation.parquet")
     _add_batch_size_args(p)
-    p.add_argument("--max-new-tokens", type=int, default=20)
-    p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=STAGE_DEFAULT)
+    _add_bootstrap_args(p, "bootstrap resamples")
     p.add_argument("--out", required=True, help="results/{model}/control_effect.parquet")
     p.add_argument("--report", required=True, help="results/{model}/control_effect.md")
     p.set_defaults(stage="culture_neurons.ablation.control_effect:control_effect_stage")
@@ -287,10 +316,9 @@ def _add_stability(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio", type=float, required=True)
     p.add_argument("--all-items", dest="only_correct", action="store_false")
     p.add_argument("--model", default="")
-    for flag, kind, default in (("--resamples", int, 50), ("--null-resamples", int, 10),
-                                ("--seed", int, 0), ("--min-items", int, 5),
-                                ("--memory-gb", float, 1.5)):  # fmt: skip
-        p.add_argument(flag, type=kind, default=default)
+    for flag, kind in (("--resamples", int), ("--null-resamples", int), ("--seed", int),
+                       ("--min-items", int), ("--memory-gb", float)):  # fmt: skip
+        p.add_argument(flag, type=kind, default=STAGE_DEFAULT)
     for flag in ("--summary-out", "--jaccards-out", "--frequency-out", "--figure-prefix"):
         p.add_argument(flag, required=True)
     p.set_defaults(stage="culture_neurons.selection.stability_stage:stability_stage")
@@ -389,7 +417,8 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
-    "download", "make_demo", "prepare_data", "prepare_checkpoint", "train_demo", "record",
+    "download_model", "download_dataset", "make_demo", "prepare_data", "prepare_task",
+    "prepare_checkpoint", "train_demo", "record",
     "attribute", "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
     "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench", "estimate",
 ]  # fmt: skip

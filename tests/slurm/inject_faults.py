@@ -6,7 +6,7 @@
 `run` starts `snakemake SNAKEMAKE_ARGS` in COPY (the checkout copy the Slurm run uses), watches
 the queue (squeue every 0.5 s) and injects, each once, in this order:
 
-1. `scancel` of a `baseline_and_record` job while it is RUNNING and its partial activation store
+1. `scancel` of a `record` job while it is RUNNING and its partial activation store
    has at least one chunk flagged in `chunk_done` and at least one not;
 2. `scancel` of an `ablate` (or `ablate_intervention`) job while it is RUNNING and its partial
    folder (`results/.../{selector}.partial/`) holds at least one finished chunk and not all; its
@@ -295,7 +295,7 @@ class Driver:
         self.timeout = float(os.environ.get("CULTURE_NEURONS_SLURM_TIMEOUT", 3600))
         self.conf = os.environ.get("SLURM_CONF_PATH", "/etc/slurm/slurm.conf")
         self.faults: list[dict] = [
-            {"fault": 1, "what": "scancel baseline_and_record while it writes chunks"},
+            {"fault": 1, "what": "scancel record while it writes chunks"},
             {"fault": 2, "what": "scancel ablate while its partial folder holds chunks"},
             {"fault": 3, "what": "node dies (slurmd + job processes SIGKILLed) under ablate"},
             {"fault": 4, "what": "SIGKILL of the Snakemake process with jobs queued/running"},
@@ -444,7 +444,7 @@ class Driver:
     def waiting_for_chunks(self) -> bool:
         fault = self.next_fault()
         rules = (
-            {1: ("baseline_and_record",), 2: ABLATE_RULES}.get(fault["fault"]) if fault else None
+            {1: ("record",), 2: ABLATE_RULES}.get(fault["fault"]) if fault else None
         )
         return bool(rules and self.queue.with_rule(rules, "RUNNING"))
 
@@ -482,7 +482,7 @@ class Driver:
                     j: self.queue.history(j, fault["t"]) for j in {*fault["jobs"], jobid}
                 }
                 if fault["fault"] == 1:  # the rerun's own word that it resumed the store
-                    log = self.copy / "logs" / "baseline_and_record" / f"{fault['model']}.log"
+                    log = self.copy / "logs" / "record" / f"{fault['model']}.log"
                     text = log.read_text(errors="replace") if log.exists() else ""
                     resumed = re.findall(r"resuming .*", text)
                     fault["resumed"] = resumed[-1] if resumed else f"no 'resuming' line in {log}"
@@ -493,11 +493,11 @@ class Driver:
                     f"{len(self.runs)})")  # fmt: skip
 
     def fault_cancel_record(self, fault: dict) -> None:
-        jobs = self.queue.with_rule(("baseline_and_record",))
+        jobs = self.queue.with_rule(("record",))
         states = [self.queue.state(j) for j in jobs]
         if "COMPLETED" in states and not ACTIVE & set(states):
             raise FaultError(
-                f"fault 1 not injected: baseline_and_record job(s) {jobs} completed before a "
+                f"fault 1 not injected: record job(s) {jobs} completed before a "
                 "partial store was seen with a finished chunk and an unfinished one"
             )
         for jobid in jobs:
@@ -510,7 +510,7 @@ class Driver:
             if progress is None or not 0 < progress[0] < progress[1]:
                 continue
             command("scancel", jobid)
-            say(f"fault 1: scancel {jobid} (baseline_and_record, {model}): {progress[0]} of "
+            say(f"fault 1: scancel {jobid} (record, {model}): {progress[0]} of "
                 f"{progress[1]} chunks done in {store.relative_to(self.copy)}")  # fmt: skip
             self.injected(
                 fault, jobs=[jobid], comment=job["comment"], model=model, chunks_done=progress[0],

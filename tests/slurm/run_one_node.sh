@@ -12,7 +12,7 @@
 # 3. runs the demo in a fresh copy of this checkout with `snakemake --profile profiles/slurm`
 #    and config.yaml trimmed by tests/slurm/overlay.yaml (every rule, fewer repeats), injecting
 #    four faults into that one run (tests/slurm/inject_faults.py): `scancel` of
-#    baseline_and_record while it writes its store's chunks, `scancel` of an ablate job while it
+#    record while it writes its store's chunks, `scancel` of an ablate job while it
 #    writes its partial folder's chunks, the node dying (slurmd and the jobs' processes killed)
 #    under an ablate job, SIGKILL of Snakemake itself with jobs in the
 #    queue; each rerun is the same command (after `snakemake --unlock` where needed);

@@ -1,10 +1,17 @@
+# One rule per stage; `<stage>_intervention` is the same stage for an intervention other than
+# the headline one (zero), whose outputs live under results/{model}/interventions/.
+
+
 rule ablate:
     input:
         unpack(get_ablate_input),
         shards=get_ablate_shard_markers,
     output:
-        ablations=directory("results/{model}/ablations/{selector}"),
-        sweeps=sweep_outputs("results/{model}"),
+        ablations=directory(layout.ablation_dir("{model}", "{selector}", HEADLINE)),
+        sweeps=[
+            directory(layout.sweep_dir("{model}", "{selector}", HEADLINE, ratio))
+            for ratio in PLAN.other_ratios
+        ],
     log:
         "logs/ablate/{model}/{selector}.log",
     conda:
@@ -18,12 +25,12 @@ rule ablate:
     params:
         model=get_model_json,
         sources=get_sources,
-        ratios=get_ratios_arg,
+        ratios=rule_args.ratios(PLAN),
         intervention=get_intervention_json,
         store=get_store_arg,
-        sweep_dir=get_sweep_dir_arg,
-        max_new_tokens=get_max_new_tokens(),
-        chunk_items=get_ablate_chunk_items,
+        sweep_dir=get_sweep_base,
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        chunk_items=lambda wildcards: PLAN.model(wildcards.model)["ablate_chunk_items"],
         gather=get_ablate_gather_flag,
     shell:
         "culture-neurons --threads {threads} ablate --items {input.item_table} --model {params.model}"
@@ -37,9 +44,14 @@ rule ablate:
 use rule ablate as ablate_intervention with:
     output:
         ablations=directory(
-            "results/{model}/interventions/{intervention}/ablations/{selector}"
+            layout.ablation_dir("{model}", "{selector}", "{intervention}")
         ),
-        sweeps=sweep_outputs("results/{model}/interventions/{intervention}"),
+        sweeps=[
+            directory(
+                layout.sweep_dir("{model}", "{selector}", "{intervention}", ratio)
+            )
+            for ratio in PLAN.other_ratios
+        ],
     log:
         "logs/ablate/{model}/{intervention}/{selector}.log",
 
@@ -50,7 +62,9 @@ rule ablate_shard:
     input:
         unpack(get_ablate_input),
     output:
-        done=temp(ablate_shard_done("{model}", "{selector}", HEADLINE, "{shard}")),
+        done=temp(
+            layout.ablate_shard_done("{model}", "{selector}", HEADLINE, "{shard}")
+        ),
     log:
         "logs/ablate_shard/{model}/{selector}/{shard}.log",
     wildcard_constraints:
@@ -66,13 +80,13 @@ rule ablate_shard:
     params:
         model=get_model_json,
         sources=get_sources,
-        ratios=get_ratios_arg,
+        ratios=rule_args.ratios(PLAN),
         intervention=get_intervention_json,
         store=get_store_arg,
-        max_new_tokens=get_max_new_tokens(),
-        chunk_items=get_ablate_chunk_items,
-        shards=lambda wildcards: ablate_shards(wildcards.model),
-        out_dir=get_ablate_shard_out_dir,
+        max_new_tokens=config["generation"]["max_new_tokens"],
+        chunk_items=lambda wildcards: PLAN.model(wildcards.model)["ablate_chunk_items"],
+        shards=lambda wildcards: PLAN.ablate_shards(wildcards.model),
+        out_dir=get_ablate_out_dir,
     shell:
         "culture-neurons --threads {threads} ablate-shard --items {input.item_table}"
         " --model {params.model} --masks {input.masks} --sources {params.sources}"
@@ -83,47 +97,12 @@ rule ablate_shard:
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
-use rule ablate_shard as ablate_intervention_shard with:
+use rule ablate_shard as ablate_shard_intervention with:
     output:
         done=temp(
-            ablate_shard_done("{model}", "{selector}", "{intervention}", "{shard}")
+            layout.ablate_shard_done(
+                "{model}", "{selector}", "{intervention}", "{shard}"
+            )
         ),
     log:
         "logs/ablate_shard/{model}/{intervention}/{selector}/{shard}.log",
-
-
-rule control_effect:
-    input:
-        unpack(get_control_effect_input),
-    output:
-        table="results/{model}/control_effect.parquet",
-        report=report(
-            "results/{model}/control_effect.md",
-            caption="../report/control_effect.rst",
-            category="Attribution selectors",
-            subcategory="{model}",
-        ),
-    log:
-        "logs/control_effect/{model}.log",
-    conda:
-        "../../envs/model.yaml"
-    threads: 2
-    resources:
-        gpu=get_gpus,
-        mem_mb=get_mem_mb,
-        runtime=get_runtime,
-        batch_size=get_batch_size,
-        max_batch_size=get_max_batch_size,
-    params:
-        model=get_model_json,
-        args=get_control_effect_args,
-        max_new_tokens=get_max_new_tokens(),
-        n_boot=get_bootstrap("n"),
-        seed=get_bootstrap("seed"),
-    shell:
-        "culture-neurons --threads {threads} control-effect"
-        " --control-items {input.control_items} --model {params.model} {params.args}"
-        " --baseline {input.baseline} --batch-size {resources.batch_size}"
-        " --max-batch-size {resources.max_batch_size}"
-        " --max-new-tokens {params.max_new_tokens} --n-boot {params.n_boot}"
-        " --seed {params.seed} --out {output.table} --report {output.report} > {log} 2>&1"

@@ -1,26 +1,32 @@
 rule matrices:
     input:
-        baseline="results/{model}/baseline/evaluation.parquet",
-        ablations="results/{model}/ablations/{selector}",
+        baseline=layout.baseline("{model}", "evaluation"),
+        ablations=layout.ablation_dir("{model}", "{selector}", HEADLINE),
         sweeps=get_sweep_dirs,
     output:
-        matrix="results/{model}/matrices/{selector}.parquet",
-        summary="results/{model}/matrices/{selector}.summary.parquet",
-        significance="results/{model}/matrices/{selector}.significance.parquet",
-        sweep="results/{model}/matrices/sweep/{selector}.parquet",
-        sweep_summary="results/{model}/matrices/sweep/{selector}.summary.parquet",
-        sweep_significance="results/{model}/matrices/sweep/{selector}.significance.parquet",
+        matrix=layout.matrix("{model}", "{selector}", HEADLINE),
+        summary=layout.matrix("{model}", "{selector}", HEADLINE, "summary"),
+        significance=layout.matrix("{model}", "{selector}", HEADLINE, "significance"),
+        sweep=layout.sweep_matrix("{model}", "{selector}", HEADLINE),
+        sweep_summary=layout.sweep_matrix("{model}", "{selector}", HEADLINE, "summary"),
+        sweep_significance=layout.sweep_matrix(
+            "{model}", "{selector}", HEADLINE, "significance"
+        ),
     log:
         "logs/matrices/{model}/{selector}.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        n_boot=get_bootstrap("n"),
-        seed=get_bootstrap("seed"),
-        tables=get_ablation_tables,
-        sweep_tables=get_sweep_tables,
-        ratio=headline_ratio(),
-        intervention=wildcard_intervention,
+        n_boot=config["bootstrap"]["n"],
+        seed=config["bootstrap"]["seed"],
+        tables=lambda wildcards, input: rule_args.ablation_tables(
+            PLAN, wildcards.selector, input.ablations
+        ),
+        sweep_tables=lambda wildcards, input: rule_args.sweep_tables(
+            PLAN, wildcards.selector, input.sweeps
+        ),
+        ratio=PLAN.headline_ratio,
+        intervention=intervention_of,
     shell:
         "culture-neurons matrices --baseline {input.baseline} --ablations {params.tables}"
         " --selector {wildcards.selector} --n-boot {params.n_boot} --seed {params.seed}"
@@ -31,18 +37,24 @@ rule matrices:
         " --sweep-significance-out {output.sweep_significance} > {log} 2>&1"
 
 
-use rule matrices as intervention_matrices with:
+use rule matrices as matrices_intervention with:
     input:
-        baseline="results/{model}/baseline/evaluation.parquet",
-        ablations="results/{model}/interventions/{intervention}/ablations/{selector}",
+        baseline=layout.baseline("{model}", "evaluation"),
+        ablations=layout.ablation_dir("{model}", "{selector}", "{intervention}"),
         sweeps=get_sweep_dirs,
     output:
-        matrix="results/{model}/interventions/{intervention}/matrices/{selector}.parquet",
-        summary="results/{model}/interventions/{intervention}/matrices/{selector}.summary.parquet",
-        significance="results/{model}/interventions/{intervention}/matrices/{selector}.significance.parquet",
-        sweep="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.parquet",
-        sweep_summary="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.summary.parquet",
-        sweep_significance="results/{model}/interventions/{intervention}/matrices/sweep/{selector}.significance.parquet",
+        matrix=layout.matrix("{model}", "{selector}", "{intervention}"),
+        summary=layout.matrix("{model}", "{selector}", "{intervention}", "summary"),
+        significance=layout.matrix(
+            "{model}", "{selector}", "{intervention}", "significance"
+        ),
+        sweep=layout.sweep_matrix("{model}", "{selector}", "{intervention}"),
+        sweep_summary=layout.sweep_matrix(
+            "{model}", "{selector}", "{intervention}", "summary"
+        ),
+        sweep_significance=layout.sweep_matrix(
+            "{model}", "{selector}", "{intervention}", "significance"
+        ),
     log:
         "logs/matrices/{model}/{intervention}/{selector}.log",
 
@@ -51,13 +63,9 @@ rule dose_response:
     input:
         get_dose_response_input,
     output:
-        table="results/{model}/dose_response.csv",
+        table=layout.dose_response_table("{model}"),
         figures=report(
-            expand(
-                "results/figures/{{model}}/dose_response_{intervention}{ext}",
-                intervention=list(intervention_runs()),
-                ext=[".png", ".pdf"],
-            ),
+            PLAN.dose_response_figures("{model}"),
             caption="../report/dose_response.rst",
             category="Dose-response",
             subcategory="{model}",
@@ -67,10 +75,12 @@ rule dose_response:
     conda:
         "../../envs/analysis.yaml"
     params:
-        sweeps=get_dose_response_args,
-        n_boot=get_bootstrap("n"),
-        seed=get_bootstrap("seed"),
-        figure_dir=lambda wildcards: f"results/figures/{wildcards.model}",
+        sweeps=lambda wildcards, input: rule_args.named(
+            zip([s for s, _ in PLAN.sweep_runs()], input)
+        ),
+        n_boot=config["bootstrap"]["n"],
+        seed=config["bootstrap"]["seed"],
+        figure_dir=lambda wildcards: layout.figures_dir(wildcards.model),
     shell:
         "culture-neurons dose-response --model {wildcards.model} --sweeps {params.sweeps}"
         " --n-boot {params.n_boot} --seed {params.seed} --table-out {output.table}"
@@ -79,12 +89,15 @@ rule dose_response:
 
 rule figures:
     input:
-        matrix="results/{model}/matrices/{selector}.parquet",
-        masks="results/{model}/masks/{selector}.zarr",
-        significance="results/{model}/matrices/{selector}.significance.parquet",
+        matrix=layout.matrix("{model}", "{selector}", HEADLINE),
+        masks=layout.masks("{model}", "{selector}"),
+        significance=layout.matrix("{model}", "{selector}", HEADLINE, "significance"),
     output:
         heatmap=report(
-            multiext("results/figures/{model}/{selector}_ablation", ".png", ".pdf"),
+            multiext(
+                layout.selector_figure("{model}", "{selector}", HEADLINE, "ablation"),
+                *layout.FIGURE_EXTS,
+            ),
             caption="../report/ablation_heatmap.rst",
             category="Ablation heatmaps",
             subcategory="{model}",
@@ -95,7 +108,10 @@ rule figures:
             },
         ),
         layers=report(
-            multiext("results/figures/{model}/{selector}_layers", ".png", ".pdf"),
+            multiext(
+                layout.selector_figure("{model}", "{selector}", HEADLINE, "layers"),
+                *layout.FIGURE_EXTS,
+            ),
             caption="../report/layer_distribution.rst",
             category="Layer distribution",
             subcategory="{model}",
@@ -103,7 +119,10 @@ rule figures:
         ),
         significance=report(
             multiext(
-                "results/figures/{model}/{selector}_significance", ".png", ".pdf"
+                layout.selector_figure(
+                    "{model}", "{selector}", HEADLINE, "significance"
+                ),
+                *layout.FIGURE_EXTS,
             ),
             caption="../report/significance.rst",
             category="Per-source significance",
@@ -132,24 +151,31 @@ rule figures:
         " > {log} 2>&1"
 
 
-use rule figures as intervention_figures with:
+use rule figures as figures_intervention with:
     input:
-        matrix="results/{model}/interventions/{intervention}/matrices/{selector}.parquet",
-        masks="results/{model}/masks/{selector}.zarr",
-        significance="results/{model}/interventions/{intervention}/matrices/{selector}.significance.parquet",
+        matrix=layout.matrix("{model}", "{selector}", "{intervention}"),
+        masks=layout.masks("{model}", "{selector}"),
+        significance=layout.matrix(
+            "{model}", "{selector}", "{intervention}", "significance"
+        ),
     output:
         heatmap=multiext(
-            "results/figures/{model}/{intervention}/{selector}_ablation",
-            ".png",
-            ".pdf",
+            layout.selector_figure(
+                "{model}", "{selector}", "{intervention}", "ablation"
+            ),
+            *layout.FIGURE_EXTS,
         ),
         layers=multiext(
-            "results/figures/{model}/{intervention}/{selector}_layers", ".png", ".pdf"
+            layout.selector_figure(
+                "{model}", "{selector}", "{intervention}", "layers"
+            ),
+            *layout.FIGURE_EXTS,
         ),
         significance=multiext(
-            "results/figures/{model}/{intervention}/{selector}_significance",
-            ".png",
-            ".pdf",
+            layout.selector_figure(
+                "{model}", "{selector}", "{intervention}", "significance"
+            ),
+            *layout.FIGURE_EXTS,
         ),
     log:
         "logs/figures/{model}/{intervention}/{selector}.log",
@@ -157,25 +183,21 @@ use rule figures as intervention_figures with:
 
 rule baseline_figure:
     input:
-        identification=expand(
-            "results/{model}/baseline/identification.parquet", model=model_names()
-        ),
-        evaluation=expand(
-            "results/{model}/baseline/evaluation.parquet", model=model_names()
-        ),
+        identification=[layout.baseline(m, "identification") for m in PLAN.model_names],
+        evaluation=[layout.baseline(m, "evaluation") for m in PLAN.model_names],
     output:
         figure=report(
-            multiext("results/figures/baseline_accuracy", ".png", ".pdf"),
+            multiext(layout.baseline_figure(), *layout.FIGURE_EXTS),
             caption="../report/baseline_accuracy.rst",
             category="Baseline accuracy",
         ),
-        table="results/summary/baseline_accuracy.csv",
+        table=layout.summary("baseline_accuracy.csv"),
     log:
         "logs/figures/baseline_accuracy.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        baselines=get_baseline_specs,
+        baselines=rule_args.baselines(PLAN),
         prefix=lambda wildcards, output: output.figure[0].removesuffix(".png"),
     shell:
         "culture-neurons baseline-figure --baselines {params.baselines}"
@@ -184,23 +206,23 @@ rule baseline_figure:
 
 rule summary:
     input:
-        summaries=get_all_summaries,
-        significance=get_all_significance,
-        sweep_summaries=get_sweep_summaries,
-        sweep_significance=get_sweep_significance,
+        summaries=list(PLAN.summary_paths("summary").values()),
+        significance=list(PLAN.summary_paths("significance").values()),
+        sweep_summaries=list(PLAN.sweep_paths("summary").values()),
+        sweep_significance=list(PLAN.sweep_paths("significance").values()),
     output:
         table2=report(
-            multiext("results/summary/table2", ".csv", ".md", ".tex"),
+            multiext(layout.summary("table2"), ".csv", ".md", ".tex"),
             caption="../report/table2.rst",
             category="Table 2",
         ),
         significance=report(
-            "results/summary/table2_significance.csv",
+            layout.summary("table2_significance.csv"),
             caption="../report/significance_table.rst",
             category="Per-source significance",
         ),
         sweep=report(
-            multiext("results/summary/table2_sweep", ".csv", ".md"),
+            multiext(layout.summary("table2_sweep"), ".csv", ".md"),
             caption="../report/table2_sweep.rst",
             category="Table 2",
         ),
@@ -209,10 +231,10 @@ rule summary:
     conda:
         "../../envs/analysis.yaml"
     params:
-        summaries=get_summary_specs,
-        significance=get_significance_specs,
-        sweep_summaries=get_sweep_specs("summary"),
-        sweep_significance=get_sweep_specs("significance"),
+        summaries=rule_args.summary_specs(PLAN, "summary"),
+        significance=rule_args.summary_specs(PLAN, "significance"),
+        sweep_summaries=rule_args.sweep_specs(PLAN, "summary"),
+        sweep_significance=rule_args.sweep_specs(PLAN, "significance"),
         prefix=lambda wildcards, output: output.table2[0].removesuffix(".csv"),
     shell:
         "culture-neurons summary --summaries {params.summaries}"
@@ -225,16 +247,16 @@ rule overlap:
     input:
         unpack(get_overlap_input),
     output:
-        selectors="results/{model}/overlap/selectors.parquet",
-        pairs="results/{model}/overlap/culture_pairs.parquet",
+        selectors=layout.overlap("{model}", "selectors.parquet"),
+        pairs=layout.overlap("{model}", "culture_pairs.parquet"),
         correlation=report(
-            "results/{model}/overlap/correlation.csv",
+            layout.overlap("{model}", "correlation.csv"),
             caption="../report/overlap_table.rst",
             category="Overlap",
             subcategory="{model}",
         ),
         figure=report(
-            multiext("results/figures/{model}/overlap", ".png", ".pdf"),
+            multiext(layout.model_figure("{model}", "overlap"), *layout.FIGURE_EXTS),
             caption="../report/overlap.rst",
             category="Overlap",
             subcategory="{model}",
@@ -244,9 +266,11 @@ rule overlap:
     conda:
         "../../envs/analysis.yaml"
     params:
-        args=get_overlap_args,
-        n_boot=get_bootstrap("n"),
-        seed=get_bootstrap("seed"),
+        args=lambda wildcards, input: rule_args.overlap(
+            PLAN, input.masks, input.matrices
+        ),
+        n_boot=config["bootstrap"]["n"],
+        seed=config["bootstrap"]["seed"],
         prefix=lambda wildcards, output: output.figure[0].removesuffix(".png"),
     shell:
         "culture-neurons overlap --model {wildcards.model} {params.args}"

@@ -2,8 +2,8 @@ rule select:
     input:
         unpack(get_select_input),
     output:
-        masks=directory("results/{model}/masks/{selector}.zarr"),
-        report="results/{model}/masks/{selector}.json",
+        masks=directory(layout.masks("{model}", "{selector}")),
+        report=layout.masks_report("{model}", "{selector}"),
     log:
         "logs/select/{model}/{selector}.log",
     conda:
@@ -11,7 +11,7 @@ rule select:
     params:
         selector=get_selector_json,
         ratio=config["ratio"],
-        filter="" if config.get("only_correct", True) else "--all-items",
+        filter=only_correct_flag(),
         reference=get_reference_args,
     shell:
         "culture-neurons select --store {input.store} --selector {wildcards.selector}"

@@ -1,17 +1,17 @@
 rule stability:
     input:
-        store="results/{model}/activations.zarr",
+        store=layout.activations("{model}"),
     output:
         summary=report(
-            "results/{model}/stability/summary.csv",
+            layout.stability("{model}", "summary.csv"),
             caption="../report/stability_table.rst",
             category="Stability",
             subcategory="{model}",
         ),
-        jaccards="results/{model}/stability/jaccards.parquet",
-        frequency=directory("results/{model}/stability/frequency.zarr"),
+        jaccards=layout.stability("{model}", "jaccards.parquet"),
+        frequency=directory(layout.stability("{model}", "frequency.zarr")),
         figure=report(
-            multiext("results/figures/{model}/stability", ".png", ".pdf"),
+            multiext(layout.model_figure("{model}", "stability"), *layout.FIGURE_EXTS),
             caption="../report/stability.rst",
             category="Stability",
             subcategory="{model}",
@@ -22,15 +22,15 @@ rule stability:
         "../../envs/analysis.yaml"
     threads: 2
     params:
-        selectors=get_stability_selectors_json,
+        selectors=rule_args.as_json(PLAN.data_driven_selectors),
         ratio=config["ratio"],
-        filter="" if config.get("only_correct", True) else "--all-items",
-        resamples=get_stability("resamples"),
-        null_resamples=get_stability("null_resamples"),
-        seed=get_stability("seed"),
-        min_items=get_stability("min_items"),
-        memory_gb=get_stability("memory_gb"),
-        prefix=lambda wildcards, output: output.figure[0].removesuffix(".png"),
+        filter=only_correct_flag(),
+        resamples=config["stability"]["resamples"],
+        null_resamples=config["stability"]["null_resamples"],
+        seed=config["stability"]["seed"],
+        min_items=config["stability"]["min_items"],
+        memory_gb=config["stability"]["memory_gb"],
+        prefix=lambda wildcards: layout.model_figure(wildcards.model, "stability"),
     shell:
         "culture-neurons stability --store {input.store} --selectors {params.selectors}"
         " --ratio {params.ratio} {params.filter} --model {wildcards.model}"

@@ -743,15 +743,16 @@ def make_demo_stage(
     spec: str | Path,
     out: str | Path,
     *,
-    seed: int = 1234,
-    test_items_per_pair: int = 64,
-    train_items_per_pair: int = 320,
-    image_size: int = 112,
-    control_test_items_per_pair: int = 32,
-    control_train_items_per_pair: int = 80,
+    seed: int,
+    test_items_per_pair: int,
+    train_items_per_pair: int,
+    image_size: int,
+    control_test_items_per_pair: int,
+    control_train_items_per_pair: int,
 ) -> dict:
-    """The make-demo stage (rule `make_demo_data`): `generate_demo_dataset` from the cultures
-    spec file ``spec`` into ``out``; returns the generation summary."""
+    """The make-demo stage (rule `make_demo`): `generate_demo_dataset` from the cultures spec
+    file ``spec`` into ``out``; returns the generation summary. No defaults: the rule passes
+    the config's dataset.demo, whose defaults live in the workflow's schema."""
     summary = generate_demo_dataset(
         Path(spec),
         Path(out),

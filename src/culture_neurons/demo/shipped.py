@@ -9,7 +9,7 @@ A model's *recipe* is everything its weights were made from: the demo data gener
 that shape the train portion (the cultures spec's content, the seed, the train counts, the image
 size, the generator version) and the training settings. The shipped folder's ``provenance.json``
 holds the recipe it was made from; a config whose recipe differs (another shape, more steps,
-another spec) gets its model trained here by rule ``train_demo_model``. The evaluation portion's
+another spec) gets its model trained here by rule ``train_demo``. The evaluation portion's
 size is not part of the recipe: it comes from its own random stream, so more evaluation items
 leave the train portion, and the shipped model, as they are.
 """
@@ -173,7 +173,7 @@ def provenance_card(provenance: Mapping[str, Any]) -> str:
         [
             "# The demo model's provenance",
             "",
-            "Written by `culture-neurons train-demo` (rule `train_demo_model`) beside the weights; "
+            "Written by `culture-neurons train-demo` (rule `train_demo`) beside the weights; "
             "`provenance.json` holds the same facts, and its `recipe` is what the workflow "
             "compares with the config to decide whether these weights are the config's model.",
             "",

@@ -1,4 +1,4 @@
-"""The train-demo stage (rule `train_demo_model`, `culture-neurons train-demo`): train the demo
+"""The train-demo stage (rule `train_demo`, `culture-neurons train-demo`): train the demo
 VLM on the demo's train portion, then evaluate it through the same loading path as a hub model."""
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def model_jobs(
     per_answer = prompt_tokens(model) + max_new_tokens(config)
     jobs = [
         Job(
-            "baseline_and_record",
+            "record",
             name,
             name,
             0,

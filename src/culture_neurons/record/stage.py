@@ -1,4 +1,4 @@
-"""The record stage (rule `baseline_and_record`, `culture-neurons record`).
+"""The record stage (rule `record`, `culture-neurons record`).
 
 One pass over the identification split answers every item and records its activation statistics
 into the store; the evaluation split is then answered unmasked. Both baselines go to
