@@ -61,7 +61,7 @@ def hub(tmp_path, monkeypatch) -> FakeHub:
 
 def test_a_model_download_records_the_commit_its_revision_resolved_to(hub, tmp_path):
     out = tmp_path / "downloads" / "models" / "vlm.json"
-    argv = ["download", "--repo-id", "org/vlm", "--revision", "main", "--out", str(out)]
+    argv = ["download-model", "--repo-id", "org/vlm", "--revision", "main", "--out", str(out)]
     assert cli.main(argv) == 0
     record = json.loads(out.read_text())
     assert record["repo_id"] == "org/vlm" and record["repo_type"] == "model"
@@ -88,7 +88,7 @@ def test_a_dataset_download_caches_its_split_at_the_commit(hub, tmp_path, monkey
         lambda *args: prepared.append(args) or [None] * 3,
     )
     out = tmp_path / "dataset.json"
-    argv = ["download", "--repo-type", "dataset", "--repo-id", "afaji/cvqa",
+    argv = ["download-dataset", "--repo-id", "afaji/cvqa",
             "--revision", NEWER, "--split", "test", "--out", str(out)]  # fmt: skip
     assert cli.main(argv) == 0
     assert json.loads(out.read_text())["commit"] == NEWER

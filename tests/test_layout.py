@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import re
 import typing
 from pathlib import Path
 
@@ -76,3 +77,52 @@ def test_the_old_public_imports_still_work():
     import culture_neurons.answers as answers_by_path
 
     assert answers_by_path is answers
+
+
+# -- one name per stage: rule = subcommand = stage function ---------------------------------------
+WORKFLOW = PACKAGE.parents[1] / "workflow"
+# Rules that run no stage of their own.
+RULES_WITHOUT_SUBCOMMAND = {"all"}
+# Subcommands for a person, not for the DAG.
+SUBCOMMANDS_WITHOUT_RULE = {"bench", "estimate"}
+# `use rule X as X_intervention`: the same stage for an intervention other than the headline.
+VARIANT_SUFFIX = "_intervention"
+
+
+def workflow_rule_commands() -> dict[str, str | None]:
+    """Every rule of the workflow (those made by `use rule ... as` too) -> the subcommand its
+    shell runs (a `use rule` variant runs its parent's)."""
+    texts = [(WORKFLOW.parent / "Snakefile").read_text()]
+    texts += [p.read_text() for p in sorted((WORKFLOW / "rules").glob("*.smk"))]
+    rules: dict[str, str | None] = {}
+    for text in texts:
+        for name, body in re.findall(
+            r"^\s*rule (\w+):\n(.*?)(?=^\S|^\s*rule |\Z)", text, re.M | re.S
+        ):
+            command = re.search(r"culture-neurons (?:--threads \{threads\} )?([a-z-]+)", body)
+            rules[name] = command.group(1) if command else None
+        for parent, name in re.findall(r"^use rule (\w+) as (\w+) with:", text, re.M):
+            rules[name] = rules[parent]
+    return rules
+
+
+def test_every_rule_runs_the_subcommand_of_its_name_and_every_subcommand_has_a_rule():
+    rules = workflow_rule_commands()
+    assert {
+        "record",
+        "make_demo",
+        "train_demo",
+        "prepare_task",
+        "ablate_shard_intervention",
+    } <= set(rules)
+    for rule, command in rules.items():
+        if rule in RULES_WITHOUT_SUBCOMMAND:
+            assert command is None, rule
+            continue
+        stage = rule.removesuffix(VARIANT_SUFFIX)
+        assert command == stage.replace("_", "-"), f"rule {rule} runs culture-neurons {command}"
+    staged = {r.removesuffix(VARIANT_SUFFIX).replace("_", "-") for r in rules}
+    without_rule = set(subcommands()) - staged
+    assert without_rule == SUBCOMMANDS_WITHOUT_RULE, without_rule
+    # SUBCOMMANDS spells each subcommand as its rule does.
+    assert {c.replace("_", "-") for c in cli.SUBCOMMANDS} == set(subcommands())

@@ -90,7 +90,7 @@ def _add_download_model(sub: argparse._SubParsersAction) -> None:
         "download-model", help="fetch a hub model into the HF cache; record its commit"
     )
     _add_download_args(p)
-    p.set_defaults(stage="culture_neurons.data.download:download_stage", repo_type="model")
+    p.set_defaults(stage="culture_neurons.data.download:download_model_stage")
 
 
 def _add_download_dataset(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +103,7 @@ def _add_download_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", type=_none_if_empty, help="dataset split to cache for offline compute nodes"
     )
-    p.set_defaults(stage="culture_neurons.data.download:download_stage", repo_type="dataset")
+    p.set_defaults(stage="culture_neurons.data.download:download_dataset_stage")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:

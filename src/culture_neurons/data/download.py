@@ -1,4 +1,5 @@
-"""The download step (rule download_model / download_dataset, `culture-neurons download`).
+"""The download step (rules and subcommands download_model / download-model, download_dataset /
+download-dataset).
 
 On a cluster the compute nodes often cannot reach the Hugging Face hub, so the workflow fetches
 every hub model and the hub dataset on the login node first (Snakemake `localrules`), into the
@@ -107,6 +108,29 @@ def download_stage(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def download_model_stage(
+    repo_id: str, out: str | Path, *, revision: str | None = None
+) -> dict[str, Any]:
+    """The download-model stage (rule `download_model`): a hub model into the HF cache, and its
+    download record to ``out``."""
+    return download_stage(repo_id, out, repo_type="model", revision=revision)
+
+
+def download_dataset_stage(
+    repo_id: str,
+    out: str | Path,
+    *,
+    revision: str | None = None,
+    hub_config: str | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """The download-dataset stage (rule `download_dataset`): a hub dataset (and its ``split``
+    into the `datasets` cache, for offline compute nodes), and its download record."""
+    return download_stage(
+        repo_id, out, repo_type="dataset", revision=revision, hub_config=hub_config, split=split
+    )
 
 
 def read_record(path: str | Path, repo_id: str) -> dict[str, Any]:
