@@ -12,7 +12,7 @@ rule prepare_data:
         "../../envs/data.yaml"
     params:
         args=lambda wildcards: rule_args.prepare_data(PLAN),
-        out_dir=layout.data_dir(DATASET),
+        out_dir=lambda wildcards, output: Path(output.item_table).parent,
     shell:
         "culture-neurons prepare-data {params.args} --out-dir {params.out_dir} > {log} 2>&1"
 

@@ -392,28 +392,7 @@ class Plan:
         for model in self.trained_demo_model_names:
             targets.append(layout.demo_model_report(model))
         for model in self.model_names:
-            targets += [layout.activations(model), layout.baseline(model, "evaluation")]
-            for selector in self.selectors:
-                for figure in ("ablation", "layers", "significance"):
-                    targets += layout.figure_files(
-                        layout.selector_figure(model, selector, HEADLINE, figure)
-                    )
-            for figure in ("stability", "overlap"):
-                targets += layout.figure_files(layout.model_figure(model, figure))
-            targets += self.dose_response_figures(model)
-            targets.append(layout.dose_response_table(model))
-            # Each ratio's ablations are targets themselves: Snakemake does not rerun a job for
-            # a missing intermediate, so without them an added ratio would go unnoticed.
-            for selector, intervention in self.sweep_runs():
-                targets += self.sweep_dirs(model, selector, intervention)
-            for intervention, selectors in self.intervention_runs.items():
-                if intervention == HEADLINE:
-                    continue
-                for selector in selectors:
-                    for figure in ("ablation", "significance"):
-                        targets += layout.figure_files(
-                            layout.selector_figure(model, selector, intervention, figure)
-                        )
+            targets += self.model_targets(model)
         for model in self.model_names:
             if self.attribution_selectors:
                 targets.append(layout.attribution_report(model))
@@ -423,6 +402,32 @@ class Plan:
         targets += [layout.summary(f"table2_sweep{ext}") for ext in (".csv", ".md")]
         targets += [layout.summary(f"table2{ext}") for ext in (".csv", ".md", ".tex")]
         targets.append(layout.summary("table2_significance.csv"))
+        return targets
+
+    def model_targets(self, model: str) -> list[str]:
+        """One model's final targets: its store, baselines, figures and every sweep folder."""
+        targets = [layout.activations(model), layout.baseline(model, "evaluation")]
+        for selector in self.selectors:
+            for figure in ("ablation", "layers", "significance"):
+                targets += layout.figure_files(
+                    layout.selector_figure(model, selector, HEADLINE, figure)
+                )
+        for figure in ("stability", "overlap"):
+            targets += layout.figure_files(layout.model_figure(model, figure))
+        targets += self.dose_response_figures(model)
+        targets.append(layout.dose_response_table(model))
+        # Each ratio's ablations are targets themselves: Snakemake does not rerun a job for a
+        # missing intermediate, so without them an added ratio would go unnoticed.
+        for selector, intervention in self.sweep_runs():
+            targets += self.sweep_dirs(model, selector, intervention)
+        for intervention, selectors in self.intervention_runs.items():
+            if intervention == HEADLINE:
+                continue
+            for selector in selectors:
+                for figure in ("ablation", "significance"):
+                    targets += layout.figure_files(
+                        layout.selector_figure(model, selector, intervention, figure)
+                    )
         return targets
 
     def dose_response_figures(self, model: str) -> list[str]:

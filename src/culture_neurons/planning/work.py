@@ -1,7 +1,7 @@
 """The work of each model job and the Slurm time and memory it asks for, from the config alone.
 
-One formula for both users of it: the workflow's resource functions (workflow/rules/common.smk,
-`get_runtime` and `get_mem_mb`) and the replication estimate (`culture-neurons estimate`,
+One formula for both users of it: the workflow's resource functions (culture_neurons.planning.
+plan, `Plan.runtime` and `Plan.mem_mb`) and the replication estimate (`culture-neurons estimate`,
 `culture-neurons bench`'s replication_hours).
 
 The cost model is linear in tokens: an answer costs its prompt tokens plus max_new_tokens, at a
@@ -95,8 +95,8 @@ class Job:
 
 # ------------------------------------------------------------------------------- the plan
 def selector_instances(selectors: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Selector instance -> parameters with 'method'; seeds expand to one instance each (as
-    common.smk's selector_instances, which the workflow plans its jobs with)."""
+    """Selector instance -> parameters with 'method'; seeds expand to one instance each (the
+    workflow's plan, `Plan.selectors`, is this)."""
     instances = {}
     for name, entry in selectors.items():
         params = dict(entry or {})
