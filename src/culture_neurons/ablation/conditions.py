@@ -27,7 +27,7 @@ import numpy as np
 from culture_neurons.errors import InputError
 
 KINDS = ("zero", "mean", "scale")
-# A seeded instance (rnd-s0) of a config key (rnd), as common.smk's selector_instances names it.
+# A seeded instance (rnd-s0) of a config key (rnd), as planning.work.selector_instances names it.
 _SEEDED = re.compile(r"-s\d+$")
 HEADLINE = "zero"
 

@@ -441,6 +441,8 @@ class Plan:
     def configured_batch_sizes(self, model: str) -> tuple[int, int]:
         """models.<name>'s batch_size and max_batch_size (0: none), before retries."""
         entry = self.model(model)
+        # max_batch_size has no schema default on purpose: one would enter every job's model
+        # JSON (a param), so adding it would rerun every model job of a finished run.
         return entry["batch_size"], entry.get("max_batch_size", 0)
 
     def batch_size(self, model: str, attempt: int) -> int:
