@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -34,22 +35,10 @@ def load(name: str) -> dict:
 
 def dry_run(*args: str) -> dict[str, int]:
     """Job counts per rule of `snakemake -n --forceall` (everything planned, nothing run)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(
-        ["snakemake", "-n", "--forceall", "--cores", "1", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    stats = result.stdout.split("Job stats:", 1)[1].split("Reasons:", 1)[0]
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE))
-    return {rule: int(n) for rule, n in counts.items() if rule != "total"}
+    jobs, _ = dry_run_jobs(*args)
+    return dict(Counter(j.rule for j in jobs))
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smollm2.yaml"])
 def test_shipped_configs_are_valid(name):
     validate(copy.deepcopy(load(name)), SCHEMA)
 
@@ -104,13 +93,8 @@ def failed_dry_run(tmp_path: Path, config: dict) -> str:
 
 def planned_models(*args: str) -> set[str]:
     """Model names whose activation stores the dry run would build."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        ["snakemake", "-n", "--forceall", "--cores", "1", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return set(re.findall(r"results/([^/\s]+)/activations\.zarr", result.stdout))
+    _, log = dry_run_jobs(*args)
+    return set(re.findall(r"results/([^/\s]+)/activations\.zarr", log))
 
 
 def test_demo_dry_run_plans_the_demo():
@@ -125,13 +109,9 @@ def test_demo_dry_run_plans_the_demo():
 
 def loaded_weights(*args: str) -> set[str]:
     """The model paths that the dry run's record jobs load (their --model JSON's path)."""
-    result = subprocess.run(
-        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    commands = [line for line in result.stdout.splitlines() if " record " in line]
-    assert commands, result.stdout[-2000:]
+    jobs, log = dry_run_jobs(*args)
+    commands = [j.shell for j in jobs if j.rule == "record"]
+    assert commands, log[-2000:]
     return {path for line in commands for path in re.findall(r'"path": "([^"]+)"', line)}
 
 
@@ -253,21 +233,16 @@ def test_the_demo_downloads_nothing_and_warns_of_no_hidden_labels():
 
 
 def test_real_weights_dry_run_converts_the_checkpoint_and_plans_text_cultures():
-    counts = dry_run("--configfile", "configs/smollm2.yaml")
+    jobs, log = dry_run_jobs("--configfile", "configs/smollm2.yaml")
+    counts = Counter(j.rule for j in jobs)
     assert counts["prepare_checkpoint"] == 1 and counts["prepare_data"] == 1
     assert "make_demo" not in counts and "train_demo" not in counts
     # The culture-free control questions are the attribution selectors' control task.
     assert counts["prepare_task"] == counts["attribute"] == counts["control_effect"] == 1
-    assert planned_models("--configfile", "configs/smollm2.yaml") == {"smollm2-135m-instruct"}
+    assert {j.wildcards["model"] for j in jobs if j.rule == "record"} == {"smollm2-135m-instruct"}
     # The cultures come from the local table before prepare_data has run.
-    result = subprocess.run(
-        ["snakemake", "-n", "-p", "--forceall", "--cores", "1", "--configfile",
-         "configs/smollm2.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
     for culture in ("Egypt", "India", "Japan", "Mexico", "Nigeria", "Spain"):
-        assert f"ablations/cas/{culture}.parquet" in result.stdout
+        assert f"ablations/cas/{culture}.parquet" in log
 
 
 def test_blind_overlay_adds_one_branch_on_the_same_weights():
