@@ -443,9 +443,7 @@ class Driver:
 
     def waiting_for_chunks(self) -> bool:
         fault = self.next_fault()
-        rules = (
-            {1: ("record",), 2: ABLATE_RULES}.get(fault["fault"]) if fault else None
-        )
+        rules = {1: ("record",), 2: ABLATE_RULES}.get(fault["fault"]) if fault else None
         return bool(rules and self.queue.with_rule(rules, "RUNNING"))
 
     def arm_faults(self) -> None:
