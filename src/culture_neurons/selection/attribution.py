@@ -24,7 +24,8 @@ from numbers import Real
 
 import numpy as np
 
-NOT_RANKED = -1
+from culture_neurons.selection.conventions import NOT_RANKED
+
 ATTRIBUTION_METHODS = ("attr", "attr_general")
 CULTURE_INDEPENDENT = ("attr_general",)
 #: Parameter -> default (seed 004's values).

@@ -57,11 +57,9 @@ from culture_neurons.selection.attribution import (
     CULTURE_INDEPENDENT as ATTRIBUTION_CULTURE_INDEPENDENT,
 )
 from culture_neurons.selection.controls import is_control
+from culture_neurons.selection.conventions import NOT_RANKED
 
 Selector = Callable[..., np.ndarray]
-
-#: Rank of a neuron that is no candidate of that culture.
-NOT_RANKED = -1
 
 
 # -- shared pieces ----------------------------------------------------------------------------

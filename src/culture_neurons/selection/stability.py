@@ -40,6 +40,7 @@ from culture_neurons.record.store import ActivationStore
 from culture_neurons.selection.attribution import is_attribution
 from culture_neurons.selection.controls import is_control
 from culture_neurons.selection.selectors import budget, is_culture_independent, method_function
+from culture_neurons.statistics import percentile_interval
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ MIN_RESAMPLE_ITEMS = 5
 # Not "null": pandas reads that word in a CSV as a missing value.
 FULL, BOOTSTRAP, NULL_FULL, NULL = "full", "bootstrap", "permuted_full", "permuted"
 _PERMUTED = (NULL_FULL, NULL)
-CI_LEVEL = 95.0
 
 
 @dataclass(frozen=True)
@@ -321,7 +321,6 @@ def stability(
 def summarize(jaccards: pd.DataFrame, plan: ResamplePlan) -> pd.DataFrame:
     """Per selector, culture and kind: mean Jaccard and its 95% percentile interval over the
     replicates; cultures without enough items to resample are flagged with NaN values."""
-    tail = (100.0 - CI_LEVEL) / 2
     out = []
     for (selector, culture, kind), values in jaccards.groupby(
         ["selector", "culture", "kind"], sort=True
@@ -337,7 +336,7 @@ def summarize(jaccards: pd.DataFrame, plan: ResamplePlan) -> pd.DataFrame:
             mean = lo = hi = np.nan
             flag = flag or "empty selections"
         else:
-            mean, (lo, hi) = float(v.mean()), np.percentile(v, [tail, 100.0 - tail])
+            mean, (lo, hi) = float(v.mean()), percentile_interval(v)
         out.append(
             (selector, culture, kind, mean, lo, hi, int(values.size), int(plan.items_used[c]),
              flag)
