@@ -37,9 +37,8 @@ from tqdm import tqdm
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import used_items
 from culture_neurons.record.store import ActivationStore
-from culture_neurons.selection.attribution import is_attribution
-from culture_neurons.selection.controls import is_control
-from culture_neurons.selection.selectors import budget, is_culture_independent, method_function
+from culture_neurons.selection.registry import is_data_driven
+from culture_neurons.selection.selectors import budget, method_function
 from culture_neurons.statistics import percentile_interval
 
 log = logging.getLogger(__name__)
@@ -230,7 +229,7 @@ def _selectable(
         try:
             # RND and the controls (rnd_matched) have no statistics of their own to resample;
             # the attribution selectors score another store (not resampled here).
-            if is_control(method) or is_attribution(method) or is_culture_independent(method):
+            if not is_data_driven(method):
                 continue
             chosen[name] = (method_function(method, params), params)
         except ValueError as err:
