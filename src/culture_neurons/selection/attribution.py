@@ -174,7 +174,7 @@ def _rank_attr_general_aggregates(
     return rank_attr_general(scores, excluded=excluded)
 
 
-# -- the registry entries (defaults: seed 004's values) ---------------------------------------
+# -- the registry entries (defaults: CULNIG's values, ynklab/CULNIG) -----------------------------
 register(
     SelectorSpec(
         "attr",
