@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from culture_neurons.analysis.dose_response import dose_response_table, plot_dose_response
-from culture_neurons.analysis.metrics import CI_LEVEL
+from culture_neurons.statistics import CI_LEVEL
 
 CULTURES = ["AAA", "BBB", "CCC"]
 

@@ -11,9 +11,9 @@ import zarr
 from culture_neurons.data.split import split_rows
 from culture_neurons.inference.engine import answer_all, answer_batch, prompt_items
 from culture_neurons.models.hooks import hooks_attached
+from culture_neurons.record.chunked_store import partial_path
 from culture_neurons.record.recording import (
     baseline_table_from_store,
-    partial_path,
     record_identification,
     store_attrs,
 )

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from culture_neurons.selection.registry import FIRING, firing_selector, register, spec
+from culture_neurons.selection.registry import methods as registered_methods
+from culture_neurons.selection.registry import unregister as unregister_selector
 from culture_neurons.selection.selectors import (
-    METHODS,
     _entropy,
     activation_probability,
     budget,
@@ -226,7 +228,7 @@ def test_cas_optional_gate():
 
 
 def test_conact_is_cas():
-    assert METHODS["conact"] is METHODS["cas"]
+    assert spec("conact").rank is spec("cas").rank
     fire, pos, tokens = random_aggregates(np.random.default_rng(1), 4, 2, 30)
     np.testing.assert_array_equal(
         select("conact", fire, pos, tokens, ratio=0.1),
@@ -344,7 +346,7 @@ def methods(draw):
     """(method, params) with random parameters."""
     # Low percentiles leave many candidates, hence ties at the budget's edge where tie-breaks act.
     percentile = st.one_of(st.sampled_from([0, 10, 50, 95]), st.integers(0, 100))
-    method = draw(st.sampled_from(sorted(METHODS)))
+    method = draw(st.sampled_from(sorted(registered_methods(FIRING))))
     params = {
         "rnd": lambda: {"seed": draw(st.integers(0, 99))},
         "lap": lambda: {"alpha": draw(percentile)},
@@ -506,15 +508,28 @@ def test_ranking_gives_every_budgets_mask_nested(case, choice):
         previous = mask
 
 
-def test_a_method_without_ranking_selects_but_cannot_rank(monkeypatch):
-    import culture_neurons.selection.selectors as selectors
+@pytest.fixture
+def registered():
+    """Register selector specs for one test, and remove them afterwards."""
+    names = []
 
+    def add(entry):
+        register(entry)
+        names.append(entry.name)
+        return entry
+
+    yield add
+    for name in names:
+        unregister_selector(name)
+
+
+def test_a_method_without_ranking_selects_but_cannot_rank(registered):
     def first_k(P, M, k):
         out = np.zeros(P.shape, dtype=bool)
         out.reshape(P.shape[0], -1)[:, :k] = True
         return out
 
-    monkeypatch.setitem(selectors.METHODS, "first_k", first_k)
+    registered(firing_selector("first_k", None, mask=first_k))
     fire, pos, tokens = random_aggregates(np.random.default_rng(0), 2, 1, 10)
     assert has_ranking("cas") and has_ranking("conact") and not has_ranking("first_k")
     assert select("first_k", fire, pos, tokens, ratio=0.2).sum() == 4

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from culture_neurons.ablation.conditions import banks, parse_intervention
-from culture_neurons.analysis.metrics import CI_LEVEL, _align, flips
+from culture_neurons.analysis.metrics import _align, flips
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
@@ -29,6 +29,7 @@ from culture_neurons.inference.engine import answer_masked
 from culture_neurons.models import load_adapter
 from culture_neurons.models.spec import model_spec_from_config
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks
+from culture_neurons.statistics import percentile_interval
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def effect_rows(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Rows (see COLUMNS) for one selector: cultural, control and cultural - control."""
-    tail = (100.0 - CI_LEVEL) / 2
     rows = []
     for metric in METRICS:
         rng = np.random.default_rng([seed, METRICS.index(metric)])
@@ -73,14 +73,14 @@ def effect_rows(
             if not len(values):
                 raise InputError(f"{selector}: no {task} evaluation items")
             boots[task] = _boot_means(values, rng, n_boot)
-            lo, hi = np.percentile(boots[task], [tail, 100 - tail])
+            lo, hi = percentile_interval(boots[task])
             rows.append(
                 {"selector": selector, "task": task, "metric": metric,
                  "value": float(values.mean()), "ci_low": float(lo), "ci_high": float(hi),
                  "n_items": len(values), "neurons": neurons}
             )  # fmt: skip
         diff = boots["cultural"] - boots["control"]
-        lo, hi = np.percentile(diff, [tail, 100 - tail])
+        lo, hi = percentile_interval(diff)
         rows.append(
             {"selector": selector, "task": "cultural - control", "metric": metric,
              "value": float(cultural[metric].mean() - control[metric].mean()),

@@ -22,9 +22,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from culture_neurons.analysis.figures import _save
-from culture_neurons.analysis.metrics import CI_LEVEL, RANDOM_SOURCE
+from culture_neurons.analysis.metrics import RANDOM_SOURCE
 from culture_neurons.analysis.tables import selector_column
 from culture_neurons.errors import InputError
+from culture_neurons.statistics import CI_LEVEL, percentile_interval
 
 __all__ = ["dose_response_table", "plot_dose_response"]
 
@@ -59,8 +60,7 @@ def _per_source(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _interval(values: np.ndarray, draws: np.ndarray) -> tuple[float, float]:
     if draws.size == 0 or np.isnan(values).any() or len(values) < 2:
         return np.nan, np.nan
-    tail = (100.0 - CI_LEVEL) / 2
-    lo, hi = np.percentile(values[draws].mean(axis=1), [tail, 100.0 - tail])
+    lo, hi = percentile_interval(values[draws].mean(axis=1))
     return float(lo), float(hi)
 
 

@@ -35,6 +35,8 @@ import pandas as pd
 
 from culture_neurons.errors import InputError
 from culture_neurons.inference.answers import normalize
+from culture_neurons.selection.conventions import ALL_CULTURES
+from culture_neurons.statistics import percentile_interval
 
 __all__ = [
     "AVERAGE",
@@ -51,13 +53,15 @@ __all__ = [
     "write_summary",
 ]
 
+# The engine's value for "no option named" (culture_neurons.inference.engine.NO_CHOICE). Not
+# imported: the engine pulls in torch, transformers and accelerate, which the analysis rules'
+# environment (envs/analysis.yaml) does not hold; tests/test_metrics.py checks the two agree.
+# One definition needs it moved to the torch-free inference/answers.py (the engine's part).
 NO_CHOICE = -1
-# Same value as culture_neurons.selection.masks.ALL_CULTURES; not imported because that module
-# pulls in torch.
-RANDOM_SOURCE = "ALL"
+# The source label of a culture-independent selector's one mask row (RND).
+RANDOM_SOURCE = ALL_CULTURES
 # Source label of the summary rows that average over sources.
 AVERAGE = "average"
-CI_LEVEL = 95.0
 
 MATRIX_COLUMNS = [
     "source",
@@ -177,12 +181,6 @@ def _bootstrap_weights(n: int, n_boot: int, seed: int, target: str) -> np.ndarra
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
 
 
-def _percentile_ci(boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tail = (100.0 - CI_LEVEL) / 2
-    lo, hi = np.percentile(boot, [tail, 100.0 - tail], axis=0)
-    return lo, hi
-
-
 @dataclass(frozen=True)
 class PairedItems:
     """Per-item statistics of one selector's masked runs against the baseline: ``[items,
@@ -291,9 +289,9 @@ def ablation_matrix(
         flip_lo, flip_hi, delta_lo, delta_hi = nan, nan, nan, nan
         if n_boot > 0:
             weights = _bootstrap_weights(n, n_boot, seed, target) / n
-            flip_lo, flip_hi = _percentile_ci(100.0 * weights @ flip_t)
+            flip_lo, flip_hi = percentile_interval(100.0 * weights @ flip_t, axis=0)
             if labelled:
-                delta_lo, delta_hi = _percentile_ci(100.0 * weights @ diff[in_target])
+                delta_lo, delta_hi = percentile_interval(100.0 * weights @ diff[in_target], axis=0)
         no_choice_masked = 100.0 * no_choice[in_target].mean(axis=0)
         for k, source in enumerate(sources):
             rows.append(
@@ -415,7 +413,7 @@ def self_cross_summary(matrix: pd.DataFrame, *, n_boot: int = 1000, seed: int = 
             rows.append(_summary_row(source, metric, self_a[k], cross_a[k], gap_a[k]))
         ci = (np.nan, np.nan)
         if n_boot > 0 and len(sources) > 1 and not np.isnan(gap_a).any():
-            lo, hi = _percentile_ci(gap_a[resample].mean(axis=1))
+            lo, hi = percentile_interval(gap_a[resample].mean(axis=1), axis=0)
             ci = (float(lo), float(hi))
         rows.append(
             _summary_row(

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from culture_neurons.errors import InputError
-
-CI_LEVEL = 95.0
+from culture_neurons.selection.conventions import ALL_CULTURES
+from culture_neurons.statistics import percentile_interval
 
 
 def jaccard_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -34,11 +34,11 @@ def jaccard_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def selector_overlap(masks: Mapping[str, tuple[np.ndarray, list[str]]]) -> pd.DataFrame:
     """Per culture and pair of selectors, the Jaccard of their sets. A culture-independent mask
     (one ``ALL`` row) is compared with every culture's set."""
-    cultures = sorted({c for _, names in masks.values() for c in names if c != "ALL"})
+    cultures = sorted({c for _, names in masks.values() for c in names if c != ALL_CULTURES})
     rows = []
     per_culture = {}
     for name, (selected, names) in masks.items():
-        if names == ["ALL"]:
+        if names == [ALL_CULTURES]:
             per_culture[name] = np.repeat(selected, len(cultures), axis=0)
             continue
         missing = [c for c in cultures if c not in names]
@@ -123,9 +123,8 @@ def overlap_correlation(
         keep = a != b
         boot.append(_spearman(overlap[a[keep], b[keep]], effect[a[keep], b[keep]]))
     boot = np.array(boot, dtype=float)
-    tail = (100.0 - CI_LEVEL) / 2
-    lo, hi = (np.nanpercentile(boot, [tail, 100 - tail]) if np.isfinite(boot).any()
-              else (np.nan, np.nan))  # fmt: skip
+    # A resample of cultures can leave a constant overlap: its correlation is undefined (NaN).
+    lo, hi = percentile_interval(boot, skip_nan=True)
     extreme = 0
     for _ in range(n_perm):
         perm = rng.permutation(n)

@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 
 from culture_neurons.analysis.metrics import (
-    CI_LEVEL,
     RANDOM_SOURCE,
     bootstrap_weights,
     paired_item_statistics,
 )
 from culture_neurons.errors import InputError
+from culture_neurons.statistics import percentile_interval
 
 Q_THRESHOLD = 0.05
 # Percentage points: far above the rounding of a mean of 0/1 values (~1e-13 at 100), far below
@@ -131,7 +131,6 @@ def _metric_rows(
     nan = np.full(n, np.nan)
     self_, cross, gap, lo, hi, p = (nan.copy() for _ in range(6))
     if metric in points:
-        tail = (100.0 - CI_LEVEL) / 2
         for k, source in enumerate(sources):
             t_self = targets.index(source)
             others = [t for t in range(len(targets)) if t != t_self]
@@ -140,7 +139,7 @@ def _metric_rows(
             gap[k] = self_[k] - cross[k]
             if metric in boots and others:
                 draws = boots[metric][t_self, :, k] - boots[metric][others, :, k].mean(axis=0)
-                lo[k], hi[k] = np.percentile(draws, [tail, 100.0 - tail])
+                lo[k], hi[k] = percentile_interval(draws)
                 # An exact tie (a resampled gap of 0) is on the wrong side; float rounding of
                 # the means may leave it a hair off zero, so ties are judged with a tolerance.
                 wrong_side = draws * _EXPECTED_SIGN[metric] <= TIE_TOLERANCE

@@ -304,10 +304,10 @@ def measure_hf_best_batch(
 
 def measure_selectors(shape: tuple[int, int, int] = SELECTOR_SHAPE) -> dict[str, dict[str, float]]:
     """Seconds and peak memory of each selector on full-size aggregates, in its own process."""
-    from culture_neurons.selection.selectors import METHODS
+    from culture_neurons.selection.registry import FIRING, methods
 
     results = {}
-    for method in METHODS:
+    for method in methods(FIRING):
         if method == "conact":
             continue  # an alias of cas
         code = _SELECTOR_SCRIPT.format(shape=shape, method=method)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from culture_neurons.ablation.conditions import HEADLINE, intervention_selectors, parse_ratios
-from culture_neurons.selection.attribution import is_attribution
+from culture_neurons.selection.registry import ATTRIBUTION_STORE, input_store
 from culture_neurons.selection.selectors import is_culture_independent
 
 #: Prompt tokens per item (image + question + options + template) when a model does not state
@@ -165,7 +165,7 @@ def model_jobs(
         job = selector if headline else f"{intervention}/{selector}"
         jobs.append(Job(rule, name, job, masks, answers, answers * per_answer, shards))
     instances = selector_instances(config["selectors"])
-    if any(is_attribution(p["method"]) for p in instances.values()):
+    if any(input_store(p["method"]) == ATTRIBUTION_STORE for p in instances.values()):
         scored = counts.identification + counts.control_identification
         tokens = scored * prompt_tokens(model) * ATTRIBUTION_FORWARDS
         jobs.append(Job("attribute", name, name, 0, 0, tokens))

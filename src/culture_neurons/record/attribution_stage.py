@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from culture_neurons import __version__
 from culture_neurons.data.split import IDENTIFICATION, split_rows
@@ -32,7 +30,7 @@ from culture_neurons.record.attribution_store import (
     create_or_resume,
     open_attribution_store,
 )
-from culture_neurons.record.recording import partial_path
+from culture_neurons.record.chunked_store import ResumablePass
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +87,25 @@ def record_attribution(
     stopped early (``stop_after_chunks``, for tests)."""
     if batch_size < 1 or chunk_items < 1:
         raise InputError(f"batch_size and chunk_items must be >= 1: {batch_size}, {chunk_items}")
-    partial = partial_path(store_path)
-    store = create_or_resume(
-        partial,
-        item_ids=rows["item_id"].tolist(),
-        cultures=rows["culture"].tolist(),
-        tasks=rows["task"].tolist(),
-        n_layers=adapter.n_layers,
-        n_neurons=adapter.n_neurons,
-        chunk_items=chunk_items,
-        attrs=attrs,
+    run = ResumablePass.start(
+        lambda partial: create_or_resume(
+            partial,
+            item_ids=rows["item_id"].tolist(),
+            cultures=rows["culture"].tolist(),
+            tasks=rows["task"].tolist(),
+            n_layers=adapter.n_layers,
+            n_neurons=adapter.n_neurons,
+            chunk_items=chunk_items,
+            attrs=attrs,
+        ),
+        store_path,
+        stop_after_chunks=stop_after_chunks,
     )
-    pending = store.pending_chunks()
-    if len(pending) < store.n_chunks:
-        log.info("resuming %s: %d of %d chunks left", partial, len(pending), store.n_chunks)
+    store = run.store
+    assert isinstance(store, AttributionStore)
     replies = gold_replies(rows)
-    with tqdm(total=len(rows), desc="attribute", unit="item", mininterval=2.0) as progress:
-        progress.update(len(rows) - store.pending_items())
-        for done_now, chunk in enumerate(pending):
-            if stop_after_chunks is not None and done_now >= stop_after_chunks:
-                return None
+    with run.progress("attribute") as progress:
+        for chunk in run.chunks:
             span = store.chunk_slice(chunk)
             scores, p_gold = [], []
             for start in range(span.start, span.stop, batch_size):
@@ -120,10 +117,8 @@ def record_attribution(
                 p_gold.append(p.numpy())
                 progress.update(stop - start)
             store.write_chunk(chunk, np.concatenate(scores), np.concatenate(p_gold))
-    final = Path(store_path)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    return open_attribution_store(final)
+    final = run.publish()
+    return None if final is None else open_attribution_store(final)
 
 
 def _read_optional(path: str | Path | None) -> pd.DataFrame | None:

@@ -4,14 +4,14 @@ Layout: ``score[item, layer, neuron]`` float32 (`culture_neurons.record.attribut
 ``p_gold[item]``, ``item_id``, ``culture``, ``task[item]`` (``cultural``: the identification
 split; ``control``: the control task's identification half; ``exclusion``: every item of the
 exclusion task), ``chunk_done[chunk]`` and ``chunk_digest[chunk]`` (SHA-256 of the chunk's scores
-and p_gold). Written and resumed like the activation store: data, then checksum, then flag; a
-partial store lives beside the output until complete.
+and p_gold, a bare hex digest). Written, resumed and checked like every chunked store
+(`culture_neurons.record.chunked_store`): data, then checksum, then flag; a partial store lives
+beside the output until complete.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,26 +20,30 @@ import numpy as np
 import zarr
 
 from culture_neurons.errors import InputError
-from culture_neurons.record.store import (
+from culture_neurons.record.chunked_store import (
     ChunkedStore,
     CorruptStoreError,
-    StoreMismatchError,
-    _jsonable,
-    _sha256,
-    neuron_chunks,
-    neuron_codecs,
-    write_index_coords,
+    sha256,
 )
+from culture_neurons.record.chunked_store import (
+    create_or_resume as create_or_resume_store,
+)
+from culture_neurons.record.store import neuron_chunks, neuron_codecs
 
 log = logging.getLogger(__name__)
 
 TASKS = ("cultural", "control", "exclusion")
 KIND = "attribution"
+# The one checksummed part of a chunk: its scores and p_gold (stored as a bare hex digest).
+SCORES = "scores"
 
 
 @dataclass
 class AttributionStore(ChunkedStore):
     ITEM_ARRAY: ClassVar[str] = "p_gold"
+    NAME: ClassVar[str] = "attribution store"
+    RERUN: ClassVar[str] = "attribute"
+    DIGEST_PARTS: ClassVar[tuple[str, ...]] = (SCORES,)
 
     def write_chunk(self, chunk: int, score: np.ndarray, p_gold: np.ndarray) -> None:
         rows = self.chunk_slice(chunk)
@@ -49,33 +53,21 @@ class AttributionStore(ChunkedStore):
         score, p_gold = score.astype(np.float32), p_gold.astype(np.float32)
         self.group["score"][rows] = score
         self.group["p_gold"][rows] = p_gold
-        self.group["chunk_digest"][chunk] = _sha256(score, p_gold)
+        self.group["chunk_digest"][chunk] = sha256(score, p_gold)
         self.group["chunk_done"][chunk] = True  # last: the chunk counts once all of it is there
 
-    def chunk_problem(self, chunk: int) -> str | None:
-        """What is wrong with a finished chunk (None: it matches its checksum)."""
-        try:
-            rows = self.chunk_slice(chunk)
-            actual = _sha256(self.group["score"][rows], self.group["p_gold"][rows])
-            stored = str(self.group["chunk_digest"][chunk])
-        except Exception as err:  # damaged files: zarr and the codecs raise many types
-            return f"cannot be read ({type(err).__name__}: {err})"
-        if not stored:
-            return "has no checksum"
-        return None if actual == stored else "differs from what was written (checksum mismatch)"
+    def read_part(self, chunk: int, part: str) -> tuple[np.ndarray, ...]:
+        rows = self.chunk_slice(chunk)
+        return self.group["score"][rows], self.group["p_gold"][rows]
+
+    def stored_digests(self, chunk: int) -> dict[str, str]:
+        stored = str(self.group["chunk_digest"][chunk])
+        return {SCORES: stored} if stored else {}
 
     def checked_chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and p_gold of one finished chunk, refused when they fail their checksum."""
-        problem = self.chunk_problem(chunk)
-        if problem:
-            rows = self.chunk_slice(chunk)
-            raise CorruptStoreError(
-                f"attribution store {self.path}, chunk {chunk} (items {rows.start}-"
-                f"{rows.stop - 1}) {problem}. Delete {self.path} and rerun attribute for model "
-                f"{self.group.attrs.get('model')!r}"
-            )
-        rows = self.chunk_slice(chunk)
-        return self.group["score"][rows], self.group["p_gold"][rows]
+        score, p_gold = self.checked_part(chunk, SCORES)
+        return score, p_gold
 
     def labels(self, name: str) -> list[str]:
         return [str(v) for v in self.group[name][:]]
@@ -97,68 +89,37 @@ def create_or_resume(
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; valid: {TASKS}")
-    path = Path(path)
-    expected = _jsonable(
-        {
+    n_items = len(item_ids)
+
+    def lay_out(group: zarr.Group, n_chunks: int) -> None:
+        filters, compressor = neuron_codecs(np.float32)
+        group.create_array(
+            "score", shape=(n_items, n_layers, n_neurons),
+            chunks=neuron_chunks(chunk_items, n_layers, n_neurons), dtype=np.float32,
+            fill_value=0, filters=filters, compressors=compressor,
+            dimension_names=["item", "layer", "neuron"],
+            attributes={"coordinates": "item_id culture task"},
+        )  # fmt: skip
+        group.create_array(
+            "p_gold", shape=(n_items,), chunks=(max(chunk_items, 1),), dtype=np.float32,
+            fill_value=np.nan, dimension_names=["item"],
+        )  # fmt: skip
+
+    return create_or_resume_store(
+        AttributionStore,
+        path,
+        attrs={
             **attrs,
             "kind": KIND,
             "chunk_items": chunk_items,
             "n_layers": n_layers,
             "n_neurons": n_neurons,
-        }
+        },
+        labels={"item_id": item_ids, "culture": cultures, "task": tasks},
+        resume_keys=("item_id", "task"),
+        chunk_items=chunk_items,
+        lay_out=lay_out,
     )
-    if path.exists():
-        group = zarr.open_group(str(path), mode="r+")
-        found = {k: group.attrs.get(k) for k in expected}
-        same = (
-            "item_id" in group
-            and list(group["item_id"][:]) == list(item_ids)
-            and list(group["task"][:]) == list(tasks)
-        )
-        if found != expected or not same:
-            raise StoreMismatchError(
-                f"partial attribution store {path} was started for other inputs (found "
-                f"{found}); delete it to start over"
-            )
-        store = AttributionStore(group, path)
-        for chunk in map(int, np.flatnonzero(group["chunk_done"][:])):
-            problem = store.chunk_problem(chunk)
-            if problem:
-                log.warning("attribution store %s, chunk %d %s: recomputing", path, chunk, problem)
-                group["chunk_done"][chunk] = False
-        return store
-    tmp = path.with_name(path.name + ".creating")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    n_items = len(item_ids)
-    filters, compressor = neuron_codecs(np.float32)
-    group.create_array(
-        "score", shape=(n_items, n_layers, n_neurons),
-        chunks=neuron_chunks(chunk_items, n_layers, n_neurons), dtype=np.float32,
-        fill_value=0, filters=filters, compressors=compressor,
-        dimension_names=["item", "layer", "neuron"],
-        attributes={"coordinates": "item_id culture task"},
-    )  # fmt: skip
-    group.create_array(
-        "p_gold", shape=(n_items,), chunks=(max(chunk_items, 1),), dtype=np.float32,
-        fill_value=np.nan, dimension_names=["item"],
-    )  # fmt: skip
-    write_index_coords(group, layer=n_layers, neuron=n_neurons)
-    for name, values in (("item_id", item_ids), ("culture", cultures), ("task", tasks)):
-        array = group.create_array(
-            name, shape=(n_items,), chunks=(max(n_items, 1),), dtype=str, dimension_names=["item"]
-        )
-        array[:] = np.asarray(values, dtype=str)
-    n_chunks = -(-n_items // chunk_items)
-    for name, dtype in (("chunk_done", bool), ("chunk_digest", str)):
-        array = group.create_array(
-            name, shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype=dtype,
-            dimension_names=["chunk"],
-        )  # fmt: skip
-        array[:] = np.zeros(n_chunks, dtype=bool) if dtype is bool else np.full(n_chunks, "")
-    group.attrs.update(expected)
-    tmp.rename(path)
-    return AttributionStore(zarr.open_group(str(path), mode="r+"), path)
 
 
 def open_attribution_store(path: str | Path) -> AttributionStore:

@@ -4,7 +4,6 @@ into the store, chunk by chunk, resumable) and the unmasked baseline of the eval
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from contextlib import closing
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from culture_neurons import __version__
 from culture_neurons.inference.engine import (
@@ -25,16 +23,10 @@ from culture_neurons.inference.engine import (
 )
 from culture_neurons.inference.inputs import InputStats, stream
 from culture_neurons.models.base import ModelAdapter
+from culture_neurons.record.chunked_store import ResumablePass
 from culture_neurons.record.store import ActivationStore, create_or_resume, open_store
 
 log = logging.getLogger(__name__)
-
-
-def partial_path(store_path: str | Path) -> Path:
-    """Where the store grows until complete. Snakemake deletes a failed job's declared outputs,
-    so the resumable copy lives beside the output, under another name."""
-    store_path = Path(store_path)
-    return store_path.with_name(store_path.stem + ".partial.zarr")
 
 
 def record_identification(
@@ -58,23 +50,25 @@ def record_identification(
     ``stop_after_chunks`` ends early (as a kill would; for tests).
     Returns the finished store (None if stopped early) and timings.
     """
-    partial = partial_path(store_path)
-    store = create_or_resume(
-        partial,
-        item_ids=rows["item_id"].tolist(),
-        cultures=rows["culture"].tolist(),
-        n_layers=adapter.n_layers,
-        n_neurons=adapter.n_neurons,
-        chunk_items=chunk_items or batch_size * chunk_batches,
-        attrs=attrs,
+    run = ResumablePass.start(
+        lambda partial: create_or_resume(
+            partial,
+            item_ids=rows["item_id"].tolist(),
+            cultures=rows["culture"].tolist(),
+            n_layers=adapter.n_layers,
+            n_neurons=adapter.n_neurons,
+            chunk_items=chunk_items or batch_size * chunk_batches,
+            attrs=attrs,
+        ),
+        store_path,
+        stop_after_chunks=stop_after_chunks,
     )
-    pending = store.pending_chunks()
-    if len(pending) < store.n_chunks:
-        log.info("resuming %s: %d of %d chunks left", partial, len(pending), store.n_chunks)
+    store = run.store
+    assert isinstance(store, ActivationStore)
     timings = {"model_s": 0.0, "write_s": 0.0}
     work = [
         (chunk, batch_rows)
-        for chunk in pending[:stop_after_chunks]
+        for chunk in run.chunks
         for batch_rows in batches(rows.iloc[store.chunk_slice(chunk)], batch_size)
     ]
     inputs = InputStats()
@@ -84,11 +78,7 @@ def record_identification(
     )
     parts: list[BatchAnswers] = []
     start = time.perf_counter()
-    with (
-        closing(loaded),
-        tqdm(total=len(rows), desc="record", unit="item", mininterval=2.0) as progress,
-    ):
-        progress.update(len(rows) - store.pending_items())
+    with closing(loaded), run.progress("record") as progress:
         for index, ((chunk, batch_rows), items) in enumerate(loaded):
             parts.append(
                 answer_batch(
@@ -106,12 +96,8 @@ def record_identification(
             start = time.perf_counter()
     inputs.model_s = timings["model_s"] - inputs.wait_s
     log.info("record: %s", inputs.summary())
-    if stop_after_chunks is not None and stop_after_chunks < len(pending):
-        return None, timings
-    final = Path(store_path)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-    return open_store(final), timings
+    final = run.publish()
+    return (None if final is None else open_store(final)), timings
 
 
 def _write_chunk(store: ActivationStore, chunk: int, parts: list[BatchAnswers]) -> None:

@@ -18,25 +18,16 @@ The two big arrays are compressed losslessly (:func:`neuron_codecs`): inside a c
 are laid out item-fastest, so one neuron's values over the chunk's items sit together, then
 bit-shuffled and compressed with zstd (Blosc). Counts and float32 sums read back bit for bit.
 
-A chunk's data is written before its ``chunk_done`` flag, so a job killed at any point resumes
-at the first chunk not flagged and rewrites it whole: the finished store is identical to one
-written without interruption.
-
-Every chunk also gets a checksum of what was written (``chunk_digest[chunk]``: SHA-256 of its
-neuron statistics, its per-item arrays and its ``act_sum``, each separately), written after the
-data and before the flag. Data changed on disk afterwards (a flipped byte, a truncated or deleted
-chunk file, which zarr would read back as zeros) no longer matches: a resumed recording
-recomputes such a chunk, and a reader refuses the store naming the chunk
-(:class:`CorruptStoreError`).
+Written, resumed and checked like every chunked store (`culture_neurons.record.chunked_store`):
+data, then checksum, then flag. A chunk's checksum (``chunk_digest[chunk]``, JSON) covers its
+neuron statistics, its per-item arrays and its ``act_sum``, each separately.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +36,26 @@ import numpy as np
 import zarr
 
 from culture_neurons.errors import InputError
+from culture_neurons.record.chunked_store import (
+    ChunkedStore,
+    CorruptStoreError,
+    StoreMismatchError,
+    sha256,
+    write_index_coords,
+)
+from culture_neurons.record.chunked_store import (
+    create_or_resume as create_or_resume_store,
+)
+
+__all__ = [
+    "ActivationStore",
+    "CorruptStoreError",
+    "StoreMismatchError",
+    "create_or_resume",
+    "identification_means",
+    "open_store",
+    "write_index_coords",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +76,8 @@ SUM_DTYPE = np.float32
 # Float32 bytes per chunk of fire_count/pos_sum at most: a large model's store chunk is split
 # over layers, so zarr compresses the pieces in parallel (Blosc refuses buffers over 2 GiB).
 MAX_CHUNK_BYTES = 16 * 2**20
-
-
-class StoreMismatchError(InputError):
-    """A partial store exists but was started for other inputs."""
-
-
-class CorruptStoreError(InputError):
-    """A finished chunk's data no longer matches what was written (or cannot be read)."""
-
-
-def _sha256(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.asarray(array)
-        if array.dtype.kind in "UOT":  # text: its values (zarr reads it back as another dtype)
-            digest.update(f"str{array.shape}".encode())
-            digest.update("\x00".join(map(str, array.ravel())).encode())
-        else:
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+# The per-item arrays of the "items" part, in checksum order.
+_ITEM_PART = ("tokens", "correct", "choice", "answer")
 
 
 def part_digests(
@@ -99,49 +91,19 @@ def part_digests(
 ) -> dict[str, str]:
     """The checksum of each part of one chunk, over the values as stored (dtypes included)."""
     return {
-        "neurons": _sha256(fire_count, pos_sum),
-        "items": _sha256(tokens, correct, choices, answers),
-        "act_sum": _sha256(act_sum),
+        "neurons": sha256(fire_count, pos_sum),
+        "items": sha256(tokens, correct, choices, answers),
+        "act_sum": sha256(act_sum),
     }
 
 
 @dataclass
-class ChunkedStore:
-    """A Zarr group written chunk by chunk of ``chunk_items`` items, each chunk flagged in
-    ``chunk_done`` once written (the activation and the attribution store)."""
-
-    group: zarr.Group
-    path: Path
-    #: A per-item array whose length is the number of items.
-    ITEM_ARRAY: ClassVar[str] = "tokens"
-
-    @property
-    def n_items(self) -> int:
-        return int(self.group[self.ITEM_ARRAY].shape[0])
-
-    @property
-    def chunk_items(self) -> int:
-        return int(self.group.attrs["chunk_items"])
-
-    @property
-    def n_chunks(self) -> int:
-        return int(self.group["chunk_done"].shape[0])
-
-    def chunk_slice(self, chunk: int) -> slice:
-        start = chunk * self.chunk_items
-        return slice(start, min(start + self.chunk_items, self.n_items))
-
-    def pending_chunks(self) -> list[int]:
-        done = self.group["chunk_done"][:]
-        return [int(k) for k in np.flatnonzero(~done)]
-
-    def pending_items(self) -> int:
-        """Items in the chunks not yet written."""
-        return sum(len(range(self.n_items)[self.chunk_slice(k)]) for k in self.pending_chunks())
-
-
-@dataclass
 class ActivationStore(ChunkedStore):
+    ITEM_ARRAY: ClassVar[str] = "tokens"
+    NAME: ClassVar[str] = "activation store"
+    RERUN: ClassVar[str] = "baseline_and_record"
+    DIGEST_PARTS: ClassVar[tuple[str, ...]] = DIGEST_PARTS
+
     def write_chunk(
         self,
         chunk: int,
@@ -181,72 +143,27 @@ class ActivationStore(ChunkedStore):
         # The flag goes last: a chunk counts as written only once all of its data is there.
         self.group["chunk_done"][chunk] = True
 
-    # ------------------------------------------------------------------------------ integrity
-    def _read_part(self, chunk: int, part: str) -> tuple[np.ndarray, ...]:
+    def read_part(self, chunk: int, part: str) -> tuple[np.ndarray, ...]:
         rows, group = self.chunk_slice(chunk), self.group
         if part == "neurons":
             return group["fire_count"][rows], group["pos_sum"][rows]
         if part == "items":
-            return tuple(group[name][rows] for name in ("tokens", "correct", "choice", "answer"))
+            return tuple(group[name][rows] for name in _ITEM_PART)
         return (group["act_sum"][chunk],)
 
-    def chunk_problem(
-        self, chunk: int, part: str, data: tuple[np.ndarray, ...] | None = None
-    ) -> str | None:
-        """What is wrong with one part of a finished chunk (None: it matches its checksum).
-        ``data``: the part as the caller already read it (so a reader hashes what it uses)."""
-        try:
-            data = self._read_part(chunk, part) if data is None else data
-            stored = json.loads(str(self.group["chunk_digest"][chunk]) or "{}")
-        except Exception as err:  # zarr and its codecs raise many types for damaged files
-            return f"cannot be read ({type(err).__name__}: {err})"
-        if part not in stored:
-            return "has no checksum (its checksum entry is missing)"
-        if part == "neurons":
-            actual = _sha256(data[0].astype(COUNT_DTYPE), data[1].astype(SUM_DTYPE))
-        else:
-            actual = _sha256(*data)
-        if actual != stored[part]:
-            return f"{part} data differ from what was written (checksum mismatch)"
-        return None
+    def stored_digests(self, chunk: int) -> dict[str, str]:
+        return json.loads(str(self.group["chunk_digest"][chunk]) or "{}")
+
+    def digest(self, part: str, data: tuple[np.ndarray, ...]) -> str:
+        if part == "neurons":  # the dtypes written, whatever the caller's copy holds
+            return sha256(data[0].astype(COUNT_DTYPE), data[1].astype(SUM_DTYPE))
+        return sha256(*data)
 
     def checked_rows(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """``fire_count`` and ``pos_sum`` of one finished chunk, checked against its checksum
         (a store from before checksums is read as it is)."""
-        if not self.has_checksums:
-            return self._read_part(chunk, "neurons")
-        try:
-            data = self._read_part(chunk, "neurons")
-        except Exception as err:  # damaged files: zarr and the codecs raise many types
-            self._refuse(chunk, f"cannot be read ({type(err).__name__}: {err})")
-        problem = self.chunk_problem(chunk, "neurons", data)
-        if problem:
-            self._refuse(chunk, problem)
-        return data
-
-    def _refuse(self, chunk: int, problem: str) -> None:
-        rows = self.chunk_slice(chunk)
-        raise CorruptStoreError(
-            f"activation store {self.path}, chunk {chunk} (items {rows.start}-{rows.stop - 1}) "
-            f"{problem}: its statistics cannot be trusted. Delete {self.path} and rerun "
-            f"baseline_and_record for model {self.group.attrs.get('model')!r}"
-        )
-
-    def check_parts(self, parts: tuple[str, ...]) -> None:
-        """Refuse the store at the first chunk whose ``parts`` fail their checksum."""
-        for chunk in range(self.n_chunks):
-            for part in parts:
-                problem = self.chunk_problem(chunk, part)
-                if problem:
-                    self._refuse(chunk, problem)
-
-    @property
-    def has_checksums(self) -> bool:
-        return "chunk_digest" in self.group
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.group["chunk_done"][:].all())
+        fire_count, pos_sum = self.checked_part(chunk, "neurons")
+        return fire_count, pos_sum
 
 
 def create_or_resume(
@@ -265,87 +182,52 @@ def create_or_resume(
     token scope, dataset fingerprint, package version); a partial store with other attrs is
     refused rather than silently mixed.
     """
-    path = Path(path)
-    expected = {
-        **attrs,
-        "chunk_items": chunk_items,
-        "n_layers": n_layers,
-        "n_neurons": n_neurons,
-        "statistics": list(STATISTICS),
-        "integrity": INTEGRITY,
-    }
-    if path.exists():
-        group = zarr.open_group(str(path), mode="r+")
-        found = {k: group.attrs.get(k) for k in expected}
-        same_items = "item_id" in group and list(group["item_id"][:]) == list(item_ids)
-        if found != _jsonable(expected) or not same_items:
-            raise StoreMismatchError(
-                f"partial activation store {path} was started for other inputs "
-                f"(found {found}); delete it to start over"
-            )
-        store = ActivationStore(group, path)
-        _recompute_damaged_chunks(store)
-        return store
-    tmp = path.with_name(path.name + ".creating")
-    shutil.rmtree(tmp, ignore_errors=True)
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     n_items = len(item_ids)
-    block = neuron_chunks(chunk_items, n_layers, n_neurons)
-    dims3 = ["item", "layer", "neuron"]
-    for name, dtype in (("fire_count", COUNT_DTYPE), ("pos_sum", SUM_DTYPE)):
-        filters, compressor = neuron_codecs(dtype)
+
+    def lay_out(group: zarr.Group, n_chunks: int) -> None:
+        block = neuron_chunks(chunk_items, n_layers, n_neurons)
+        dims3 = ["item", "layer", "neuron"]
+        for name, dtype in (("fire_count", COUNT_DTYPE), ("pos_sum", SUM_DTYPE)):
+            filters, compressor = neuron_codecs(dtype)
+            group.create_array(
+                name, shape=(n_items, n_layers, n_neurons), chunks=block, dtype=dtype,
+                fill_value=0, filters=filters, compressors=compressor, dimension_names=dims3,
+                attributes=ITEM_COORDS,
+            )  # fmt: skip
+        for name, dtype, fill in (
+            ("tokens", np.uint32, 0),
+            ("correct", np.int8, -1),
+            ("choice", np.int8, -1),
+        ):
+            group.create_array(
+                name, shape=(n_items,), chunks=(chunk_items,), dtype=dtype, fill_value=fill,
+                dimension_names=["item"], attributes=ITEM_COORDS,
+            )  # fmt: skip
         group.create_array(
-            name, shape=(n_items, n_layers, n_neurons), chunks=block, dtype=dtype, fill_value=0,
-            filters=filters, compressors=compressor, dimension_names=dims3,
-            attributes=ITEM_COORDS,
-        )  # fmt: skip
-    for name, dtype, fill in (
-        ("tokens", np.uint32, 0),
-        ("correct", np.int8, -1),
-        ("choice", np.int8, -1),
-    ):
-        group.create_array(
-            name, shape=(n_items,), chunks=(chunk_items,), dtype=dtype, fill_value=fill,
+            "answer", shape=(n_items,), chunks=(chunk_items,), dtype=str,
             dimension_names=["item"], attributes=ITEM_COORDS,
         )  # fmt: skip
-    group.create_array(
-        "answer", shape=(n_items,), chunks=(chunk_items,), dtype=str, dimension_names=["item"],
-        attributes=ITEM_COORDS,
-    )  # fmt: skip
-    write_index_coords(group, layer=n_layers, neuron=n_neurons)
-    for name, values in (("item_id", item_ids), ("culture", cultures)):
-        array = group.create_array(
-            name, shape=(n_items,), chunks=(max(n_items, 1),), dtype=str, dimension_names=["item"]
-        )
-        array[:] = np.asarray(values, dtype=str)
-    n_chunks = -(-n_items // chunk_items)
-    done = group.create_array(
-        "chunk_done", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype=bool, fill_value=False,
-        dimension_names=["chunk"],
-    )  # fmt: skip
-    done[:] = False
-    group.create_array(
-        "act_sum", shape=(n_chunks, n_layers, n_neurons), chunks=(1, n_layers, n_neurons),
-        dtype=np.float64, fill_value=np.nan, dimension_names=["chunk", "layer", "neuron"],
-    )  # fmt: skip
-    group.create_array(
-        "chunk_digest", shape=(n_chunks,), chunks=(max(n_chunks, 1),), dtype=str,
-        dimension_names=["chunk"],
-    )  # fmt: skip
-    group.attrs.update(_jsonable(expected))
-    # Renamed into place only once fully laid out, so a crash here leaves no half-made store.
-    tmp.rename(path)
-    return ActivationStore(zarr.open_group(str(path), mode="r+"), path)
+        group.create_array(
+            "act_sum", shape=(n_chunks, n_layers, n_neurons), chunks=(1, n_layers, n_neurons),
+            dtype=np.float64, fill_value=np.nan, dimension_names=["chunk", "layer", "neuron"],
+        )  # fmt: skip
 
-
-def write_index_coords(group: zarr.Group, **sizes: int) -> None:
-    """An array ``0..n-1`` named like each dimension, which xarray takes as its index coordinate
-    (so ``.sel(layer=3)`` works)."""
-    for dim, n in sizes.items():
-        array = group.create_array(
-            dim, shape=(n,), chunks=(max(n, 1),), dtype=np.int64, dimension_names=[dim]
-        )
-        array[:] = np.arange(n, dtype=np.int64)
+    return create_or_resume_store(
+        ActivationStore,
+        path,
+        attrs={
+            **attrs,
+            "chunk_items": chunk_items,
+            "n_layers": n_layers,
+            "n_neurons": n_neurons,
+            "statistics": list(STATISTICS),
+            "integrity": INTEGRITY,
+        },
+        labels={"item_id": item_ids, "culture": cultures},
+        resume_keys=("item_id",),
+        chunk_items=chunk_items,
+        lay_out=lay_out,
+    )
 
 
 def neuron_chunks(chunk_items: int, n_layers: int, n_neurons: int) -> tuple[int, int, int]:
@@ -383,23 +265,6 @@ def store_bytes_per_item_neuron(path: str | Path) -> float:
         for name in files:
             total += os.lstat(os.path.join(root, name)).st_size
     return total / max(n_items * n_layers * n_neurons, 1)
-
-
-def _jsonable(mapping: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if not isinstance(v, tuple) else list(v)) for k, v in mapping.items()}
-
-
-def _recompute_damaged_chunks(store: ActivationStore) -> None:
-    """On resume, a finished chunk that fails its checksum (or cannot be read) is unflagged, so
-    the recording writes it again instead of keeping damaged data."""
-    done = store.group["chunk_done"][:]
-    for chunk in map(int, np.flatnonzero(done)):
-        problems = [p for part in DIGEST_PARTS if (p := store.chunk_problem(chunk, part))]
-        if problems:
-            log.warning(
-                "activation store %s, chunk %d %s: recomputing it", store.path, chunk, problems[0]
-            )
-            store.group["chunk_done"][chunk] = False
 
 
 def open_store(path: str | Path) -> ActivationStore:

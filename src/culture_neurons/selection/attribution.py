@@ -20,39 +20,25 @@ row NaN) has an empty exclusion set and adds nothing to the sum.
 
 from __future__ import annotations
 
-from numbers import Real
-
 import numpy as np
 
-NOT_RANKED = -1
-ATTRIBUTION_METHODS = ("attr", "attr_general")
-CULTURE_INDEPENDENT = ("attr_general",)
-#: Parameter -> default (seed 004's values).
-DEFAULTS: dict[str, dict[str, float]] = {
-    "attr": {"z_threshold": 0.5, "exclusion_ratio": 0.01},
-    "attr_general": {"exclusion_ratio": 0.01},
-}
+from culture_neurons.selection.conventions import NOT_RANKED
+from culture_neurons.selection.registry import (
+    ATTRIBUTION_SCORES,
+    SelectorSpec,
+    check_params,
+    register,
+    spec,
+)
 
 
 def is_attribution(method: str) -> bool:
-    return method in ATTRIBUTION_METHODS
-
-
-def check_params(method: str, params: dict[str, object]) -> dict[str, float]:
-    """``params`` over the defaults, checked; raises ValueError naming a bad one."""
-    valid = DEFAULTS[method]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {unknown} for selector {method!r}; valid: {', '.join(valid)}"
-        )
-    merged = {**valid, **params}
-    for name, value in merged.items():
-        if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
-            raise ValueError(f"{method}: {name} must be a number, got {value!r}")
-        if name == "exclusion_ratio" and not 0 <= value < 1:
-            raise ValueError(f"{method}: exclusion_ratio must be in [0, 1), got {value!r}")
-    return {k: float(v) for k, v in merged.items()}
+    """Whether ``method`` scores the attribution store (unknown: False). The registry's
+    `input_store` says which store any selector reads."""
+    try:
+        return spec(method).inputs == ATTRIBUTION_SCORES
+    except ValueError:
+        return False
 
 
 def culture_scores(cultural: np.ndarray, control: np.ndarray | None = None) -> np.ndarray:
@@ -152,17 +138,57 @@ def attribution_ranks(
     """The ranking of ``method`` from the store's aggregates: ``cultural`` ``[C, L, D]``,
     ``control`` ``[L, D]`` or None (no control task: no subtraction), ``exclusion``
     ``[C, L, D]`` or None (no exclusion task: nothing excluded)."""
-    if not is_attribution(method):
-        raise ValueError(f"{method!r} is not an attribution selector ({ATTRIBUTION_METHODS})")
+    entry = spec(method)
+    if entry.inputs != ATTRIBUTION_SCORES:
+        raise ValueError(f"{method!r} is not an attribution selector ({entry.inputs})")
     values = check_params(method, dict(params))
+    return entry.rank(cultural, control, exclusion, **values)
+
+
+def _rank_attr_aggregates(
+    cultural: np.ndarray,
+    control: np.ndarray | None,
+    exclusion: np.ndarray | None,
+    *,
+    z_threshold: float = 0.5,
+    exclusion_ratio: float = 0.01,
+) -> np.ndarray:
     scores = culture_scores(cultural, control)
-    share = values["exclusion_ratio"]
-    if method == "attr":
-        excluded = None if exclusion is None else top_share(exclusion, share)
-        return rank_attr(scores, z_threshold=values["z_threshold"], excluded=excluded)
+    excluded = None if exclusion is None else top_share(exclusion, exclusion_ratio)
+    return rank_attr(scores, z_threshold=z_threshold, excluded=excluded)
+
+
+def _rank_attr_general_aggregates(
+    cultural: np.ndarray,
+    control: np.ndarray | None,
+    exclusion: np.ndarray | None,
+    *,
+    exclusion_ratio: float = 0.01,
+) -> np.ndarray:
+    scores = culture_scores(cultural, control)
     excluded = None
     if exclusion is not None:
         scored = ~np.isnan(np.asarray(exclusion)).all(axis=(1, 2))  # cultures with items
         if scored.any():
-            excluded = top_share(np.sum(np.asarray(exclusion)[scored], axis=0), share)
+            excluded = top_share(np.sum(np.asarray(exclusion)[scored], axis=0), exclusion_ratio)
     return rank_attr_general(scores, excluded=excluded)
+
+
+# -- the registry entries (defaults: CULNIG's values, ynklab/CULNIG) -----------------------------
+register(
+    SelectorSpec(
+        "attr",
+        ATTRIBUTION_SCORES,
+        _rank_attr_aggregates,
+        {"z_threshold": 0.5, "exclusion_ratio": 0.01},
+    )
+)
+register(
+    SelectorSpec(
+        "attr_general",
+        ATTRIBUTION_SCORES,
+        _rank_attr_general_aggregates,
+        {"exclusion_ratio": 0.01},
+        culture_independent=True,
+    )
+)

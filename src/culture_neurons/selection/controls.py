@@ -14,13 +14,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Control method -> the parameter naming the selector instance it is derived from.
-CONTROL_METHODS: dict[str, str] = {"rnd_matched": "reference"}
+from culture_neurons.selection.conventions import NOT_RANKED
+from culture_neurons.selection.registry import (
+    REFERENCE_MASKS,
+    REQUIRED,
+    SelectorSpec,
+    is_control,  # noqa: F401 (re-exported for the callers of this module)
+    register,
+)
 
-
-def is_control(method: str) -> bool:
-    """Whether ``method`` is derived from a reference selector's masks."""
-    return method in CONTROL_METHODS
+#: The parameter naming the selector instance a control is derived from.
+REFERENCE = "reference"
 
 
 def _culture_rng(seed: int, culture: str) -> np.random.Generator:
@@ -53,7 +57,7 @@ def layer_matched_random_ranks(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"rnd_matched: seed must be a non-negative integer, got {seed!r}")
     n_cultures, n_layers, n_neurons = reference_ranks.shape
-    out = np.full(reference_ranks.shape, -1, dtype=np.int32)
+    out = np.full(reference_ranks.shape, NOT_RANKED, dtype=np.int32)
     for c, culture in enumerate(cultures):
         rng = _culture_rng(int(seed), str(culture))
         for layer in range(n_layers):
@@ -62,3 +66,18 @@ def layer_matched_random_ranks(
             ranked = np.sort(layer_ranks[layer_ranks >= 0])
             out[c, layer, order[: ranked.size]] = ranked
     return out
+
+
+RND_MATCHED = register(
+    SelectorSpec(
+        "rnd_matched",
+        REFERENCE_MASKS,
+        layer_matched_random_ranks,
+        {REFERENCE: REQUIRED, "seed": 0},
+        reference=REFERENCE,
+    )
+)
+
+#: Control method -> its reference parameter, for the workflow's rules (the registry's
+#: ``spec(method).reference`` says the same for any method).
+CONTROL_METHODS: dict[str, str] = {RND_MATCHED.name: REFERENCE}

@@ -21,9 +21,8 @@ import zarr
 
 from culture_neurons.errors import InputError
 from culture_neurons.record.store import write_index_coords
+from culture_neurons.selection.conventions import ALL_CULTURES  # noqa: F401 (re-exported)
 from culture_neurons.selection.selectors import budget, mask_from_ranks
-
-ALL_CULTURES = "ALL"
 
 
 def write_masks(

@@ -14,20 +14,23 @@ which case it gets all of them (never padded with non-candidates).
 
 Writing a selector
 ------------------
-A selector is one function and one entry in :data:`METHODS`::
+A selector is one ranking function and one registry entry (`culture_neurons.selection.registry`)::
 
-    def my_method(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float = 95) -> np.ndarray: ...
+    def rank_mine(P: np.ndarray, M: np.ndarray, *, alpha: float = 95) -> np.ndarray: ...
 
-    METHODS["my_method"] = my_method
+    register(firing_selector("mine", rank_mine))
 
-``P`` and ``M`` are float64 ``[C, L, D]`` (``C >= 2``, ``P`` in [0, 1], ``M >= 0``, all finite),
-``k >= 0`` the per-culture budget, and the keyword-only parameters are the method's tunables (their
-names are what config entries and :func:`select` accept; anything else is refused). It returns a
-bool ``[C, L, D]`` with at most ``k`` True per culture row. :func:`_rank_top_k` does the per-culture
+``P`` and ``M`` are float64 ``[C, L, D]`` (``C >= 2``, ``P`` in [0, 1], ``M >= 0``, all finite)
+and the keyword-only parameters are the method's tunables (their names are what config entries
+and :func:`select` accept; anything else is refused, and each name is checked the same way in
+every selector: `registry.PARAMETER_CHECKS`). It returns int32 ``[C, L, D]``: each culture's
+candidates numbered 0, 1, ... best first, -1 (`NOT_RANKED`) for the rest; the mask at budget
+``k`` is its top ``k`` (:func:`mask_from_ranks`). :func:`_rank_row` does the per-culture
 multi-key ranking with the final tie-break by flat neuron index ``l * D + n``; :func:`_top_two`,
 :func:`_gate_threshold` and :func:`_sorted_over_cultures` are the shared pieces. A method whose
-mask is the same for every culture also goes into :data:`CULTURE_INDEPENDENT` (the workflow then
-stores and evaluates it once).
+mask is the same for every culture registers with ``culture_independent=True`` (the workflow then
+stores and evaluates it once). A method with only a top-k mask ``fn(P, M, k, **params)``
+registers ``firing_selector(name, None, mask=fn)``; it cannot serve ratio sweeps.
 
 Conventions (where the paper is silent)
 ---------------------------------------
@@ -46,23 +49,23 @@ Conventions (where the paper is silent)
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
-from culture_neurons.selection.attribution import ATTRIBUTION_METHODS, is_attribution
-from culture_neurons.selection.attribution import (
-    CULTURE_INDEPENDENT as ATTRIBUTION_CULTURE_INDEPENDENT,
+from culture_neurons.selection.conventions import NOT_RANKED
+from culture_neurons.selection.registry import (
+    ATTRIBUTION_SCORES,
+    FIRING,
+    Selector,
+    SelectorSpec,
+    check_params,
+    firing_selector,
+    has_ranking,  # noqa: F401 (re-exported: callers ask it with select and rank)
+    is_culture_independent,
+    register,
+    spec,
 )
-from culture_neurons.selection.controls import is_control
-
-Selector = Callable[..., np.ndarray]
-
-#: Rank of a neuron that is no candidate of that culture.
-NOT_RANKED = -1
-
 
 # -- shared pieces ----------------------------------------------------------------------------
 
@@ -357,95 +360,6 @@ def cas(P: np.ndarray, M: np.ndarray, k: int, *, alpha: float | None = None) -> 
     return mask_from_ranks(rank_cas(P, M, alpha=alpha), k)
 
 
-#: Selector name -> function. ``conact`` is the paper's v2 name of CAS.
-METHODS: dict[str, Selector] = {
-    "rnd": rnd,
-    "lap": lap,
-    "lape": lape,
-    "mad": mad,
-    "cas": cas,
-    "conact": cas,
-}
-
-#: Selector name -> its full ranking, for methods that have one (ratio sweeps need it). A method
-#: registered in METHODS only still selects at the headline ratio.
-RANKINGS: dict[str, Selector] = {
-    "rnd": rank_rnd,
-    "lap": rank_lap,
-    "lape": rank_lape,
-    "mad": rank_mad,
-    "cas": rank_cas,
-    "conact": rank_cas,
-}
-
-#: Methods whose mask is the same for every culture row.
-CULTURE_INDEPENDENT: set[str] = {"rnd"}
-
-
-# -- the entry point --------------------------------------------------------------------------
-
-
-def _method(name: str) -> Selector:
-    if isinstance(name, str) and is_attribution(name):
-        raise ValueError(
-            f"selector method {name!r} scores the attribution store, not the firing statistics: "
-            "see culture_neurons.selection.attribution"
-        )
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        valid = sorted([*METHODS, *ATTRIBUTION_METHODS])
-        raise ValueError(f"unknown selector method {name!r}; valid: {', '.join(valid)}") from None
-
-
-def is_culture_independent(method: str) -> bool:
-    """Whether ``method`` gives every culture the same mask (aliases included); a control
-    derived from a reference's masks (``rnd_matched``) is culture-specific."""
-    if is_control(method):
-        return False
-    if is_attribution(method):
-        return method in ATTRIBUTION_CULTURE_INDEPENDENT
-    fn = _method(method)
-    return any(METHODS[name] is fn for name in CULTURE_INDEPENDENT)
-
-
-def _parameters(fn: Selector) -> dict[str, inspect.Parameter]:
-    return {
-        name: p
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def _check_params(method: str, fn: Selector, params: dict[str, object]) -> None:
-    valid = _parameters(fn)
-    for name, value in params.items():
-        if name not in valid:
-            listed = ", ".join(sorted(valid)) or "none"
-            raise ValueError(f"unknown parameter {name!r} for selector {method!r}; valid: {listed}")
-        if name in ("alpha", "beta"):
-            if value is None and name == "alpha" and valid[name].default is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, Real) or not 0 <= value <= 100:
-                raise ValueError(
-                    f"{method}: {name} must be a percentile in [0, 100], got {value!r}"
-                )
-        elif name == "rho":
-            if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value <= 1:
-                raise ValueError(f"{method}: rho must be a fraction in (0, 1], got {value!r}")
-        elif name == "seed" and (
-            isinstance(value, bool) or not isinstance(value, Integral) or value < 0
-        ):
-            raise ValueError(f"{method}: seed must be a non-negative integer, got {value!r}")
-
-
-def has_ranking(method: str) -> bool:
-    """Whether ``method`` (aliases included) has a full ranking, so it can serve ratio sweeps."""
-    if is_attribution(method):
-        return True
-    return _method(method) in {METHODS[name] for name in RANKINGS}
-
-
 def _probabilities(
     method: str, fire_count: np.ndarray, pos_sum: np.ndarray, tokens: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -478,6 +392,26 @@ def _checked_output(method: str, out: np.ndarray, shape: tuple[int, ...], kind: 
         raise RuntimeError(f"{method} returned {out.dtype} {out.shape}, not a {kind} of {shape}")
 
 
+# -- the entry points -------------------------------------------------------------------------
+
+
+def _firing_spec(method: str) -> SelectorSpec:
+    """The spec of a method on the firing statistics; other methods are refused, naming what
+    they rank instead."""
+    entry = spec(method)
+    if entry.inputs == ATTRIBUTION_SCORES:
+        raise ValueError(
+            f"selector method {method!r} scores the attribution store, not the firing statistics: "
+            "see culture_neurons.selection.attribution"
+        )
+    if entry.inputs != FIRING:
+        raise ValueError(
+            f"selector method {method!r} is drawn from another selector's masks ({entry.inputs}), "
+            "not from the firing statistics: see culture_neurons.selection.controls"
+        )
+    return entry
+
+
 def select(
     method: str,
     fire_count: np.ndarray,
@@ -494,8 +428,7 @@ def select(
     parameters. Raises ValueError for an unknown method or parameter, a culture without tokens,
     mismatched shapes or impossible values.
     """
-    fn = _method(method)
-    _check_params(method, fn, params)
+    fn = method_function(method, params)
     k = budget(ratio, *np.shape(fire_count)[1:]) if np.ndim(fire_count) == 3 else 0
     P, M = _probabilities(method, fire_count, pos_sum, tokens)
     selected = fn(P, M, k, **params)
@@ -514,23 +447,40 @@ def rank(
     -1 = not a candidate. ``select(..., ratio=r)`` equals
     ``mask_from_ranks(rank(...), budget(r, L, D))``. Same inputs and errors as `select`; a
     method without a ranking (see `has_ranking`) is refused."""
-    fn = _method(method)
-    _check_params(method, fn, params)
-    if not has_ranking(method):
+    entry = _firing_spec(method)
+    check_params(method, params)
+    if entry.rank is None:
         raise ValueError(
             f"selector method {method!r} has no ranking (only a top-k mask): it cannot serve "
-            "ratio sweeps; register a ranking in RANKINGS or use a single ratio"
+            "ratio sweeps; register a ranking with it or use a single ratio"
         )
     P, M = _probabilities(method, fire_count, pos_sum, tokens)
-    ranking = next(RANKINGS[name] for name in RANKINGS if METHODS[name] is fn)
-    ranks = ranking(P, M, **params)
+    ranks = entry.rank(P, M, **params)
     _checked_output(method, ranks, P.shape, "ranking")
     return ranks.astype(np.int32, copy=False)
 
 
 def method_function(method: str, params: dict[str, object]) -> Selector:
-    """The function behind ``method`` with ``params`` checked, for callers that derive ``P`` and
-    ``M`` themselves and call it many times (resampling); ``select`` is the checked entry point."""
-    fn = _method(method)
-    _check_params(method, fn, params)
-    return fn
+    """The top-k mask function ``fn(P, M, k, **params)`` of ``method`` with ``params`` checked,
+    for callers that derive ``P`` and ``M`` themselves and call it many times (resampling);
+    ``select`` is the checked entry point."""
+    entry = _firing_spec(method)
+    check_params(method, params)
+    if entry.mask is not None:
+        return entry.mask
+    ranking = entry.rank
+
+    def top_k(P: np.ndarray, M: np.ndarray, k: int, **kwargs: object) -> np.ndarray:
+        return mask_from_ranks(ranking(P, M, **kwargs), k)
+
+    return top_k
+
+
+# -- the registry entries ----------------------------------------------------------------------
+# ``conact`` is the paper's v2 name of CAS.
+register(firing_selector("rnd", rank_rnd, culture_independent=True))
+register(firing_selector("lap", rank_lap))
+register(firing_selector("lape", rank_lape))
+register(firing_selector("mad", rank_mad))
+register(firing_selector("cas", rank_cas))
+register(firing_selector("conact", rank_cas))

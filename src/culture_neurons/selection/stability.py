@@ -37,9 +37,9 @@ from tqdm import tqdm
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import used_items
 from culture_neurons.record.store import ActivationStore
-from culture_neurons.selection.attribution import is_attribution
-from culture_neurons.selection.controls import is_control
-from culture_neurons.selection.selectors import budget, is_culture_independent, method_function
+from culture_neurons.selection.registry import is_data_driven
+from culture_neurons.selection.selectors import budget, method_function
+from culture_neurons.statistics import percentile_interval
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ MIN_RESAMPLE_ITEMS = 5
 # Not "null": pandas reads that word in a CSV as a missing value.
 FULL, BOOTSTRAP, NULL_FULL, NULL = "full", "bootstrap", "permuted_full", "permuted"
 _PERMUTED = (NULL_FULL, NULL)
-CI_LEVEL = 95.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +229,7 @@ def _selectable(
         try:
             # RND and the controls (rnd_matched) have no statistics of their own to resample;
             # the attribution selectors score another store (not resampled here).
-            if is_control(method) or is_attribution(method) or is_culture_independent(method):
+            if not is_data_driven(method):
                 continue
             chosen[name] = (method_function(method, params), params)
         except ValueError as err:
@@ -321,7 +320,6 @@ def stability(
 def summarize(jaccards: pd.DataFrame, plan: ResamplePlan) -> pd.DataFrame:
     """Per selector, culture and kind: mean Jaccard and its 95% percentile interval over the
     replicates; cultures without enough items to resample are flagged with NaN values."""
-    tail = (100.0 - CI_LEVEL) / 2
     out = []
     for (selector, culture, kind), values in jaccards.groupby(
         ["selector", "culture", "kind"], sort=True
@@ -337,7 +335,7 @@ def summarize(jaccards: pd.DataFrame, plan: ResamplePlan) -> pd.DataFrame:
             mean = lo = hi = np.nan
             flag = flag or "empty selections"
         else:
-            mean, (lo, hi) = float(v.mean()), np.percentile(v, [tail, 100.0 - tail])
+            mean, (lo, hi) = float(v.mean()), percentile_interval(v)
         out.append(
             (selector, culture, kind, mean, lo, hi, int(values.size), int(plan.items_used[c]),
              flag)

@@ -21,22 +21,18 @@ from culture_neurons.record.attribution_store import (
     open_attribution_store,
 )
 from culture_neurons.record.store import ActivationStore, open_store
-from culture_neurons.selection.attribution import attribution_ranks, check_params, is_attribution
-from culture_neurons.selection.controls import (
-    CONTROL_METHODS,
-    is_control,
-    layer_matched_random_ranks,
+from culture_neurons.selection.attribution import attribution_ranks
+from culture_neurons.selection.conventions import ALL_CULTURES, NOT_RANKED
+from culture_neurons.selection.masks import read_ranks, write_masks
+from culture_neurons.selection.registry import (
+    ATTRIBUTION_SCORES,
+    FIRING,
+    REFERENCE_MASKS,
+    SelectorSpec,
+    check_params,
+    spec,
 )
-from culture_neurons.selection.masks import ALL_CULTURES, read_ranks, write_masks
-from culture_neurons.selection.selectors import (
-    NOT_RANKED,
-    budget,
-    has_ranking,
-    is_culture_independent,
-    mask_from_ranks,
-    rank,
-    select,
-)
+from culture_neurons.selection.selectors import budget, mask_from_ranks, rank, select
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +59,24 @@ def select_stage(
     """
     params = dict(params or {})
     method = params.pop("method", selector.split("-")[0])
-    if is_attribution(method):
-        summary = _attribution_masks(store, selector, method, params, ratio, out)
+    try:
+        entry = spec(method)
+        values = check_params(method, params)
+    except ValueError as err:
+        raise InputError(f"selector {selector!r}: {err}") from err
+    if entry.inputs == ATTRIBUTION_SCORES:
+        summary = _attribution_masks(store, selector, entry, params, values, ratio, out)
         Path(report).write_text(json.dumps(summary, indent=2) + "\n")
         log.info("%s: %s neurons", selector, summary["selected_per_culture"])
         return summary
     opened = open_store(store)
-    if is_control(method):
-        summary = _control_masks(opened, selector, method, params, ratio, out, reference_masks)
+    if entry.inputs == REFERENCE_MASKS:
+        summary = _control_masks(
+            opened, selector, entry, params, values, ratio, out, reference_masks
+        )
     else:
-        summary = _selected_masks(opened, selector, method, params, ratio, out, only_correct)
+        assert entry.inputs == FIRING, entry
+        summary = _selected_masks(opened, selector, entry, params, ratio, out, only_correct)
     Path(report).write_text(json.dumps(summary, indent=2) + "\n")
     counts = summary["selected_per_culture"].values()
     log.info(
@@ -113,26 +117,27 @@ def _ranking_attrs(ranks: np.ndarray | None, cultures: list[str]) -> dict[str, A
 def _selected_masks(
     opened: ActivationStore,
     selector: str,
-    method: str,
+    entry: SelectorSpec,
     params: dict[str, Any],
     ratio: float,
     out: str | Path,
     only_correct: bool,
 ) -> dict[str, Any]:
+    method = entry.name
     agg = aggregate(opened, only_correct=only_correct)
     cultures = list(agg.cultures)
     scorable = agg.tokens > 0
     unscorable = [c for c, ok in zip(cultures, scorable, strict=True) if not ok]
     if unscorable:
         log.warning("no correctly answered items for %s: empty masks", ", ".join(unscorable))
-    independent = is_culture_independent(method)
+    independent = entry.culture_independent
     if scorable.sum() < 2 and not independent:
         raise InputError(
             f"only {int(scorable.sum())} culture(s) have correctly answered items; "
             "a culture-specific selector needs at least two to compare"
         )
     start = time.perf_counter()
-    ranked = has_ranking(method)
+    ranked = entry.rank is not None
     rows = slice(None) if independent else scorable
     tokens = np.maximum(agg.tokens, 1) if independent else agg.tokens[scorable]
     inputs = (agg.fire_count[rows], agg.pos_sum[rows], tokens)
@@ -183,21 +188,22 @@ def _exclusion_note(agg: AttributionAggregates) -> str:
 def _attribution_masks(
     store: str | Path,
     selector: str,
-    method: str,
+    entry: SelectorSpec,
     params: dict[str, Any],
+    values: dict[str, Any],
     ratio: float,
     out: str | Path,
 ) -> dict[str, Any]:
     """Masks of an attribution selector (`culture_neurons.selection.attribution`) from the
     attribution store; the control subtraction and the exclusion set apply when the store
     holds a control / exclusion task, and the report says whether they did."""
+    method = entry.name
     if not is_attribution_store(store):
         raise InputError(f"selector {selector!r} ({method}) needs an attribution store: {store}")
     opened = open_attribution_store(store)
     agg = aggregate_attribution(opened)
     start = time.perf_counter()
     try:
-        values = check_params(method, params)
         ranks = attribution_ranks(
             method, agg.cultural, control=agg.control, exclusion=agg.exclusion, **params
         )
@@ -206,7 +212,7 @@ def _attribution_masks(
     k = budget(ratio, *ranks.shape[1:])
     selected = mask_from_ranks(ranks, k)
     seconds = time.perf_counter() - start
-    cultures = [ALL_CULTURES] if is_culture_independent(method) else list(agg.cultures)
+    cultures = [ALL_CULTURES] if entry.culture_independent else list(agg.cultures)
     attrs = {
         "selector": selector,
         "method": method,
@@ -236,18 +242,14 @@ def _attribution_masks(
 def _control_masks(
     opened: ActivationStore,
     selector: str,
-    method: str,
+    entry: SelectorSpec,
     params: dict[str, Any],
+    values: dict[str, Any],
     ratio: float,
     out: str | Path,
     reference_masks: str | Path | None,
 ) -> dict[str, Any]:
-    key = CONTROL_METHODS[method]
-    unknown = sorted(set(params) - {key, "seed"})
-    if unknown:
-        raise InputError(f"selector {selector!r} ({method}): unknown parameter(s) {unknown}")
-    if key not in params:
-        raise InputError(f"selector {selector!r} ({method}) needs {key!r}: the selector to match")
+    method, key = entry.name, entry.reference
     if reference_masks is None:
         raise InputError(f"selector {selector!r} ({method}) needs --reference-masks")
     reference_ranks, cultures, ref_attrs = read_ranks(reference_masks)
@@ -263,7 +265,7 @@ def _control_masks(
             "another activation store; rerun its select job"
         )
     start = time.perf_counter()
-    ranks = layer_matched_random_ranks(reference_ranks, cultures, seed=int(params.get("seed", 0)))
+    ranks = entry.rank(reference_ranks, cultures, seed=int(values["seed"]))
     reference_ratio = float(ref_attrs.get("ratio", ratio))
     selected = mask_from_ranks(ranks, budget(reference_ratio, *ranks.shape[1:]))
     seconds = time.perf_counter() - start
