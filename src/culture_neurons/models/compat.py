@@ -1,11 +1,14 @@
 """Every torch/transformers-version workaround of the package, each with the versions it serves.
 
 The rest of the code asks this module instead of testing versions itself, so dropping support for
-an old release means deleting its branch here (and nothing else).
+an old release means deleting its branch here (and nothing else). One workaround is a whole class
+and stays with its family: `qwen_processing.QwenVLImageProcessorStandIn`, used where transformers
+5's Qwen processor cannot load without torchvision.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -40,3 +43,23 @@ def recorded_commit(model: Any) -> str | None:
     None from transformers 5 on, which no longer records it."""
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     return str(commit) if commit else None
+
+
+def set_pixel_bounds(image_processor: Any, min_pixels: int, max_pixels: int) -> None:
+    """Qwen2-VL-style image processors' area bounds, in place: transformers 5 keeps them in a
+    `SizeDict` dataclass, 4.x in a ``size`` dict (older releases spelled its keys ``min_pixels``
+    / ``max_pixels``) and also as attributes that ``preprocess()`` read."""
+    size = getattr(image_processor, "size", None)
+    if size is None or isinstance(size, dict):
+        new = {**(size or {}), "shortest_edge": min_pixels, "longest_edge": max_pixels}
+        if "min_pixels" in new or "max_pixels" in new:  # an older spelling of the same bounds
+            new.update(min_pixels=min_pixels, max_pixels=max_pixels)
+        image_processor.size = new
+    else:  # transformers 5: a SizeDict dataclass
+        image_processor.size = dataclasses.replace(
+            size, shortest_edge=min_pixels, longest_edge=max_pixels
+        )
+    # transformers 4.x kept the bounds as attributes too and read them in preprocess().
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if getattr(image_processor, name, None) is not None:
+            setattr(image_processor, name, value)
