@@ -350,19 +350,10 @@ def answer_masked(
         tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress,
     ):
         for window, window_items in loaded:
-            prompts: dict[int, Prompt] = {}
-            for start in range(window.start, window.stop, batch_size):
-                ids = list(range(start, min(start + batch_size, window.stop)))
-                batch = adapter.build_batch([window_items[i - window.start] for i in ids])
-                prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
+            prompts = _window_prompts(adapter, window, window_items, batch_size)
             by_length = sorted(window, key=lambda i: prompts[i].length)
             if runner.drafting.on:
-                # Through the same runner: the drafts' batches share its sizing and OOM halving.
-                unmasked = [(item, UNMASKED) for item in by_length]
-                runner.drafts = None
-                with tqdm(disable=True) as silent:
-                    decoded = runner.run(unmasked, prompts, silent)
-                runner.drafts = dict(zip(by_length, decoded, strict=True))
+                runner.draft(by_length, prompts)
             pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
             decoded = runner.run(pairs, prompts, progress)
             for (item, mask), text in zip(pairs, decode_texts(adapter, decoded), strict=True):
@@ -374,6 +365,18 @@ def answer_masked(
         choices, correct = score(mask_texts, rows)
         tables.append(answer_table(rows, mask_texts, choices, correct))
     return tables
+
+
+def _window_prompts(
+    adapter: ModelAdapter, window: range, items: Sequence[dict[str, Any]], batch_size: int
+) -> dict[int, Prompt]:
+    """The decoder inputs of a window's items (row number -> prompt), captured in batches."""
+    prompts: dict[int, Prompt] = {}
+    for start in range(window.start, window.stop, batch_size):
+        ids = list(range(start, min(start + batch_size, window.stop)))
+        batch = adapter.build_batch([items[i - window.start] for i in ids])
+        prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
+    return prompts
 
 
 class _BatchRunner:
@@ -399,6 +402,14 @@ class _BatchRunner:
         self.settings = settings
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
+
+    def draft(self, items: Sequence[int], prompts: dict[int, Prompt]) -> None:
+        """Each item's unmasked answer becomes the draft of its masked rows; decoded through
+        `run`, so the drafts' batches share its sizing and out-of-memory halving."""
+        self.drafts = None
+        with tqdm(disable=True) as silent:
+            decoded = self.run([(item, UNMASKED) for item in items], prompts, silent)
+        self.drafts = dict(zip(items, decoded, strict=True))
 
     def run(
         self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
