@@ -192,13 +192,13 @@ def test_shards_and_gather_equal_one_job(setup, uninterrupted, monkeypatch, tmp_
     def no_model(*args, **kwargs):
         raise AssertionError("gathering loads no model")
 
-    monkeypatch.setattr(stage, "load_adapter", no_model)
+    monkeypatch.setattr(stage, "load_adapter_for_masks", no_model)
     with pytest.raises(InputError, match=r"chunk\(s\) \[0, 2\] missing.*rerun its ablate_shard"):
         run(setup, out, gather=True)
     assert not out.exists() and partial_dir(out).exists(), "a failed gather keeps the chunks"
     monkeypatch.undo()
     assert ablate_shard_stage(*args, shard=0, shards=2, done=partial_dir(out) / "s0", **common)
-    monkeypatch.setattr(stage, "load_adapter", no_model)
+    monkeypatch.setattr(stage, "load_adapter_for_masks", no_model)
     run(setup, out, gather=True)
     assert tables_of(out) == uninterrupted
     assert not partial_dir(out).exists()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons.inference import engine
+from culture_neurons.inference import drafts
 from culture_neurons.inference.decoding import (
     DecodeStats,
     GreedySettings,
@@ -131,14 +131,14 @@ def test_a_wrong_or_short_draft_still_gives_the_greedy_tokens(load_tiny, evaluat
     ],
 )
 def test_drafting_is_judged_at_the_probe_size_and_minimum_share(drafted, accepted, on):
-    assert engine.DRAFT_PROBE_ROWS == 32 and engine.DRAFT_MIN_ACCEPTANCE == 0.5
-    drafting = engine._Drafting(on=True)
+    assert drafts.DRAFT_PROBE_ROWS == 32 and drafts.DRAFT_MIN_ACCEPTANCE == 0.5
+    drafting = drafts.DraftJudge(on=True)
     drafting.judge(drafted, accepted)
     assert drafting.on is on
 
 
 def test_drafting_judges_the_rows_of_every_batch_so_far():
-    drafting = engine._Drafting(on=True)
+    drafting = drafts.DraftJudge(on=True)
     drafting.judge(20, 20)  # below the probe size: not judged yet
     drafting.judge(12, 0)  # 20 of 32: above the minimum share
     assert drafting.on
@@ -151,7 +151,7 @@ def test_drafting_judges_the_rows_of_every_batch_so_far():
 def test_drafting_stops_when_drafts_are_rarely_accepted(load_tiny, evaluation, one_torch_thread,
                                                         monkeypatch):  # fmt: skip
     adapter = load_tiny("qwen2_5_vl")
-    monkeypatch.setattr(engine, "DRAFT_PROBE_ROWS", 4)
+    monkeypatch.setattr(drafts, "DRAFT_PROBE_ROWS", 4)
     rows = len(evaluation) * 2
     # Every neuron off: the masked answers share nothing with the unmasked drafts.
     off = banks(adapter, [1.0, 1.0])
@@ -172,3 +172,37 @@ def test_drafting_stops_when_drafts_are_rarely_accepted(load_tiny, evaluation, o
     stats = DecodeStats()
     answer_masked(adapter, evaluation, off, batch_size=2, max_new_tokens=MAX_NEW, stats=stats)
     assert stats.drafted == 0
+
+
+def test_draft_feed_reads_all_but_the_last_checked_token():
+    feed = drafts.DraftFeed.of([[5, 6, 7], [8], [1, 2, 3, 4, 9]], rows=3, max_new_tokens=4)
+    assert feed.checked == [3, 1, 4]  # a draft past the token limit is checked up to it
+    assert feed.fed == [[5, 6], [], [1, 2, 3]]
+    assert drafts.DraftFeed.of(None, rows=2, max_new_tokens=4).checked == [0, 0]
+    with pytest.raises(ValueError, match="2 drafts for 3 prompts"):
+        drafts.DraftFeed.of([[1], [2]], rows=3, max_new_tokens=4)
+
+
+def test_verify_keeps_tokens_up_to_the_first_disagreement_and_counts_what_was_misread():
+    # Rows of different draft lengths, left-padded: row r's prediction of its draft token k sits
+    # at column width - checked[r] + k. The "model" predicts the value stored at that column.
+    width = 5
+    predicted = torch.tensor([[0, 0, 11, 12, 13],  # agrees everywhere
+                              [0, 0, 0, 21, 99],  # disagrees at its second (last) token
+                              [31, 98, 33, 34, 35]])  # fmt: skip
+    states = predicted[:, :, None].float()
+    draft_rows = [[11, 12, 13], [21, 22], [31, 32, 33, 34, 35]]
+    feed = drafts.DraftFeed.of(draft_rows, rows=3, max_new_tokens=8)
+    seen: list[list[int]] = []
+
+    def choose(states_at, rows):
+        seen.append(rows.tolist())
+        return states_at[:, 0].long()
+
+    verdict = drafts.verify(draft_rows, feed, states, choose)
+    assert verdict.tokens == [[11, 12, 13], [21, 99], [31, 98]]
+    # Row 2 rejected its draft at position 1: the 3 draft tokens fed after it were misread.
+    assert verdict.rejected == [0, 0, 3]
+    assert verdict.accepted == 1
+    assert seen == [[0, 1, 2], [0, 1, 2], [0]]  # position by position, rejected rows drop out
+    assert states.shape[1] == width

@@ -9,7 +9,7 @@ import torch
 from transformers import MistralConfig, Qwen2Config
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-from culture_neurons.inference import decoding
+from culture_neurons.inference import kv_cache
 from culture_neurons.inference.decoding import GreedySettings, capture_prompts, greedy_decode
 from culture_neurons.inference.engine import prompt_items
 
@@ -26,7 +26,7 @@ def test_a_reserved_cache_layer_holds_what_a_dynamic_one_does():
     start = torch.randn(3, 2, 4, 5, generator=generator)
     plain = DynamicLayer()
     plain.update(start, -start)
-    reserved = decoding._ReservedLayer(room=2)
+    reserved = kv_cache.ReservedLayer(room=2)
     for a, b in zip(reserved.update(start, -start), (start, -start), strict=True):
         assert torch.equal(a, b)
     for step, new in enumerate([1, 1, 3, 1]):  # the third append outgrows the room
@@ -44,9 +44,9 @@ def test_a_reserved_cache_layer_holds_what_a_dynamic_one_does():
 
 
 def test_full_attention_layers_are_reserved_and_sliding_window_ones_kept():
-    full = decoding._reserved_cache(Qwen2Config(**SIZES), room=4)
-    assert [type(layer) for layer in full.layers] == [decoding._ReservedLayer] * 2
-    sliding = decoding._reserved_cache(MistralConfig(**SIZES, sliding_window=4), room=4)
+    full = kv_cache.reserved_cache(Qwen2Config(**SIZES), room=4)
+    assert [type(layer) for layer in full.layers] == [kv_cache.ReservedLayer] * 2
+    sliding = kv_cache.reserved_cache(MistralConfig(**SIZES, sliding_window=4), room=4)
     assert [type(layer) for layer in sliding.layers] == [DynamicSlidingWindowLayer] * 2
 
 
@@ -83,7 +83,7 @@ def test_decoding_never_copies_the_whole_cache(load_tiny, varied_evaluation, mon
 
 @pytest.mark.parametrize("room", [0, 1])
 def test_a_step_past_the_room_grows_the_buffers(room):
-    layer = decoding._ReservedLayer(room=room)
+    layer = kv_cache.ReservedLayer(room=room)
     keys = torch.ones(1, 1, 2, 3)
     layer.update(keys, keys)
     for _ in range(3):

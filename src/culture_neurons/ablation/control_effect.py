@@ -26,8 +26,7 @@ from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
 from culture_neurons.inference.engine import answer_masked
-from culture_neurons.models import load_adapter
-from culture_neurons.models.spec import model_spec_from_config
+from culture_neurons.models import load_adapter_for_masks
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks
 from culture_neurons.statistics import percentile_interval
 
@@ -153,12 +152,7 @@ def control_effect_stage(
         selected.append(mask[0])
         counts[name] = int(mask[0].sum())
     factor, _ = banks(np.stack(selected), parse_intervention({"kind": "zero"}, "zero"), None)
-    adapter = load_adapter(model_spec_from_config(model))
-    if factor.shape[1:] != (adapter.n_layers, adapter.n_neurons):
-        raise InputError(
-            f"mask shape {tuple(factor.shape[1:])} does not fit the model's "
-            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
-        )
+    adapter = load_adapter_for_masks(model, factor.shape)
     common = {
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,

@@ -37,7 +37,7 @@ from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
 from culture_neurons.inference.engine import answer_masked, items_per_window
-from culture_neurons.models import load_adapter
+from culture_neurons.models import load_adapter_for_masks
 from culture_neurons.models.loading import model_provenance
 from culture_neurons.models.spec import AdapterSpec, model_spec_from_config
 from culture_neurons.record.store import identification_means, open_store
@@ -202,12 +202,7 @@ def answer_chunks(
     if not todo:
         log.info("%s: all %d chunks already answered", desc, len(chunks))
         return
-    adapter = load_adapter(model_spec_from_config(model))
-    if work.factor.shape[1:] != (adapter.n_layers, adapter.n_neurons):
-        raise InputError(
-            f"mask shape {tuple(work.factor.shape[1:])} does not fit the model's "
-            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
-        )
+    adapter = load_adapter_for_masks(model, work.factor.shape)
     factor = torch.from_numpy(work.factor)
     offset = None if work.offset is None else torch.from_numpy(work.offset)
     total = sum(answers[i] for i in chunks)

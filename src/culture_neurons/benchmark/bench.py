@@ -37,6 +37,7 @@ from culture_neurons.inference.decoding import (
 from culture_neurons.inference.engine import answer_masked, prompt_items, reference_answers
 from culture_neurons.models import apply_keep_masks, load_adapter, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
+from culture_neurons.models.compat import OutOfMemoryError
 from culture_neurons.planning.estimate import replication
 from culture_neurons.planning.work import bench_tokens_per_s
 
@@ -293,7 +294,7 @@ def measure_hf_best_batch(
 
         try:
             seconds, _ = timed(device, run)
-        except torch.OutOfMemoryError:
+        except OutOfMemoryError:
             log.warning("HF generate at batch %d ran out of memory", batch_size)
             torch.cuda.empty_cache()
             continue

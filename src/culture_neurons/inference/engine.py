@@ -27,12 +27,13 @@ from culture_neurons.inference.batch_memory import BatchSizer
 from culture_neurons.inference.decoding import (
     DecodeStats,
     GreedySettings,
-    OutOfMemoryError,
     Prompt,
     capture_prompts,
     greedy_decode,
 )
+from culture_neurons.inference.drafts import DraftJudge
 from culture_neurons.inference.inputs import InputStats, stream
+from culture_neurons.inference.scheduler import run_batches
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.models.hooks import KeepMasks
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 NO_CHOICE = -1
 UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
-DRAFT_PROBE_ROWS = 32  # rows drafted before drafting is judged
-DRAFT_MIN_ACCEPTANCE = 0.5  # below this share of rows finished by their draft, drafting stops
 
 
 @dataclass
@@ -150,6 +149,30 @@ def answer_batch(
         answers.act_sum = recorder.act_sum.numpy()
         answers.tokens = recorder.tokens.numpy()
     return answers
+
+
+def record_batch(
+    adapter: ModelAdapter,
+    rows: pd.DataFrame,
+    sizer: BatchSizer,
+    *,
+    max_new_tokens: int,
+    items: Sequence[dict[str, Any]] | None = None,
+) -> list[BatchAnswers]:
+    """`answer_batch` with recording, for ``rows`` of one record batch, under the run's
+    out-of-memory strategy (`culture_neurons.inference.scheduler`): one part per batch it ran,
+    in row order (one part unless an out-of-memory error split the rows)."""
+    if items is None:
+        items = model_items(adapter, rows)
+    if len(items) != len(rows):
+        raise ValueError(f"{len(items)} prompt items for {len(rows)} rows")
+
+    def answer(positions: Sequence[int]) -> BatchAnswers:
+        part = rows.iloc[positions[0] : positions[-1] + 1]
+        return answer_batch(adapter, part, max_new_tokens=max_new_tokens, record=True,
+                            items=[items[i] for i in positions])  # fmt: skip
+
+    return [part for _, part in run_batches(range(len(rows)), answer, sizer)]
 
 
 def reference_answers(
@@ -286,8 +309,8 @@ def answer_masked(
     With ``drafts`` (masked runs), each item's unmasked greedy answer, decoded once per window,
     is the draft of its masked rows: a row that agrees with it at every position is finished by
     its prefill (`greedy_decode`); the answers are those of step-by-step decoding either way.
-    Drafting is judged on its first `DRAFT_PROBE_ROWS` drafted rows and stops for the rest of
-    the run when fewer than `DRAFT_MIN_ACCEPTANCE` of them were finished by their draft (a
+    Drafting is judged on its first `drafts.DRAFT_PROBE_ROWS` drafted rows and stops for the rest of
+    the run when fewer than `drafts.DRAFT_MIN_ACCEPTANCE` of them were finished by their draft (a
     random-init model's masked answers hardly ever agree). The default (None) drafts on CUDA
     only: there a decode step costs about as much for one row as for many, so every step a
     draft saves pays; on a CPU a prefill token costs about what a step's token does, and drafts
@@ -327,19 +350,10 @@ def answer_masked(
         tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress,
     ):
         for window, window_items in loaded:
-            prompts: dict[int, Prompt] = {}
-            for start in range(window.start, window.stop, batch_size):
-                ids = list(range(start, min(start + batch_size, window.stop)))
-                batch = adapter.build_batch([window_items[i - window.start] for i in ids])
-                prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
+            prompts = _window_prompts(adapter, window, window_items, batch_size)
             by_length = sorted(window, key=lambda i: prompts[i].length)
             if runner.drafting.on:
-                # Through the same runner: the drafts' batches share its sizing and OOM halving.
-                unmasked = [(item, UNMASKED) for item in by_length]
-                runner.drafts = None
-                with tqdm(disable=True) as silent:
-                    decoded = runner.run(unmasked, prompts, silent)
-                runner.drafts = dict(zip(by_length, decoded, strict=True))
+                runner.draft(by_length, prompts)
             pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
             decoded = runner.run(pairs, prompts, progress)
             for (item, mask), text in zip(pairs, decode_texts(adapter, decoded), strict=True):
@@ -353,31 +367,21 @@ def answer_masked(
     return tables
 
 
-@dataclass
-class _Drafting:
-    """Whether masked rows get drafts: on until the rows drafted so far (at least
-    `DRAFT_PROBE_ROWS`) show that fewer than `DRAFT_MIN_ACCEPTANCE` of them are finished by it."""
-
-    on: bool = False
-    drafted: int = 0
-    accepted: int = 0
-
-    def judge(self, drafted: int, accepted: int) -> None:
-        self.drafted += drafted
-        self.accepted += accepted
-        judged = self.drafted >= DRAFT_PROBE_ROWS
-        if self.on and judged and self.accepted < DRAFT_MIN_ACCEPTANCE * self.drafted:
-            self.on = False
-            log.info(
-                "drafts finished %d of %d masked rows (below %.0f%%): decoding the rest of "
-                "the run step by step",
-                self.accepted, self.drafted, 100 * DRAFT_MIN_ACCEPTANCE,
-            )  # fmt: skip
+def _window_prompts(
+    adapter: ModelAdapter, window: range, items: Sequence[dict[str, Any]], batch_size: int
+) -> dict[int, Prompt]:
+    """The decoder inputs of a window's items (row number -> prompt), captured in batches."""
+    prompts: dict[int, Prompt] = {}
+    for start in range(window.start, window.stop, batch_size):
+        ids = list(range(start, min(start + batch_size, window.stop)))
+        batch = adapter.build_batch([items[i - window.start] for i in ids])
+        prompts.update(zip(ids, capture_prompts(adapter, batch), strict=True))
+    return prompts
 
 
 class _BatchRunner:
-    """Runs (item, mask) pairs in batches sized by a `BatchSizer`, halving the batch after an
-    out-of-memory error."""
+    """Runs (item, mask) pairs in batches under the run's out-of-memory strategy
+    (`culture_neurons.inference.scheduler`), with or without each item's draft."""
 
     def __init__(
         self,
@@ -394,49 +398,39 @@ class _BatchRunner:
         self.offset = offset
         self.stats = stats if stats is not None else DecodeStats()
         self.drafts: dict[int, list[int]] | None = None
-        self.drafting = _Drafting()
+        self.drafting = DraftJudge()
         self.settings = settings
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
 
-    def _tokens(self, chunk: Sequence[tuple[int, int]], prompts: dict[int, Prompt]) -> int:
-        """Padded width of a batch of ``chunk``, new tokens included."""
-        return max(prompts[item].length for item, _ in chunk) + self.max_new_tokens
-
-    def _next_chunk(
-        self, pairs: Sequence[tuple[int, int]], start: int, prompts: dict[int, Prompt]
-    ) -> Sequence[tuple[int, int]]:
-        # Pairs are sorted by length, so more rows only widen the batch: size it for the width
-        # of the batch its first guess would make, then for the width of that batch.
-        rows = self.sizer.rows_for(self._tokens(pairs[start : start + self.sizer.size], prompts))
-        rows = min(rows, self.sizer.rows_for(self._tokens(pairs[start : start + rows], prompts)))
-        return pairs[start : start + rows]
+    def draft(self, items: Sequence[int], prompts: dict[int, Prompt]) -> None:
+        """Each item's unmasked answer becomes the draft of its masked rows; decoded through
+        `run`, so the drafts' batches share its sizing and out-of-memory halving."""
+        self.drafts = None
+        with tqdm(disable=True) as silent:
+            decoded = self.run([(item, UNMASKED) for item in items], prompts, silent)
+        self.drafts = dict(zip(items, decoded, strict=True))
 
     def run(
         self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
     ) -> list[list[int]]:
         """The generated tokens of every (item, mask) pair; mask `UNMASKED`: no intervention."""
-        tokens: list[list[int]] = []
-        start = 0
-        while start < len(pairs):
-            chunk = self._next_chunk(pairs, start, prompts)
+
+        def width(chunk: Sequence[tuple[int, int]]) -> int:
+            """Padded width of a batch of ``chunk``, new tokens included."""
+            return max(prompts[item].length for item, _ in chunk) + self.max_new_tokens
+
+        def answer(chunk: Sequence[tuple[int, int]]) -> list[list[int]]:
             drafting = self.drafts is not None and self.drafting.on
-            self.sizer.begin()
             before = (self.stats.drafted, self.stats.accepted)
-            try:
-                tokens += self._answer(chunk, prompts, drafting)
-            except OutOfMemoryError:
-                if len(chunk) == 1:
-                    raise
-                size = self.sizer.out_of_memory(len(chunk))
-                log.warning("out of memory at %d rows: batch size now %d", len(chunk), size)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            self.sizer.measured(len(chunk), self._tokens(chunk, prompts))
+            tokens = self._answer(chunk, prompts, drafting)
             if drafting:
                 self.drafting.judge(self.stats.drafted - before[0], self.stats.accepted - before[1])
-            start += len(chunk)
+            return tokens
+
+        tokens: list[list[int]] = []
+        for chunk, chunk_tokens in run_batches(pairs, answer, self.sizer, width=width):
+            tokens += chunk_tokens
             progress.update(len(chunk))
         return tokens
 

@@ -10,7 +10,7 @@ from .hooks import (
     record_activation_stats,
 )
 from .prompt import build_prompt_text
-from .registry import families, get_adapter, load_adapter
+from .registry import families, get_adapter, load_adapter, load_adapter_for_masks
 from .spec import TOKEN_SCOPES, AdapterSpec
 
 __all__ = [
@@ -26,5 +26,6 @@ __all__ = [
     "get_adapter",
     "hooks_attached",
     "load_adapter",
+    "load_adapter_for_masks",
     "record_activation_stats",
 ]

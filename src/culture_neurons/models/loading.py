@@ -1,4 +1,4 @@
-"""`from_pretrained` plumbing shared by every adapter, across transformers versions."""
+"""`from_pretrained` plumbing shared by every adapter (version differences: `compat`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import transformers
-from packaging.version import Version
 
+from .compat import DTYPE_KWARG, recorded_commit
 from .gpus import job_placement
 from .spec import AdapterSpec
 
-# transformers 4.56 renamed `torch_dtype=` to `dtype=`; older releases pass an unknown `dtype=` on
-# to the config and silently load float32, so the name has to follow the installed version.
-DTYPE_KWARG = "dtype" if Version(transformers.__version__).release >= (4, 56) else "torch_dtype"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -61,9 +58,9 @@ def loaded_commit(spec: AdapterSpec, model: Any = None) -> str | None:
     up where `from_pretrained` found the files: the cache snapshot of ``spec.revision`` (offline,
     no hub call), or a local path that is itself a snapshot folder.
     """
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    commit = recorded_commit(model)
     if commit:
-        return str(commit)
+        return commit
     local = Path(spec.path)
     if local.exists():
         return local.resolve().name if _is_snapshot(local.resolve()) else None

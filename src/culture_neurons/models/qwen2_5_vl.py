@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 from typing import Any
@@ -12,6 +11,7 @@ from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, PreTr
 from culture_neurons.data.images import PixelBound
 
 from .base import ModelAdapter
+from .compat import set_pixel_bounds
 from .image_bound import area_bound
 from .loading import hub_kwargs
 from .qwen_processing import QwenVLImageProcessorStandIn, load_processor_chat_template
@@ -30,23 +30,10 @@ DEFAULT_MAX_PIXELS = 1280 * 28 * 28
 
 
 def cap_image_pixels(image_processor: Any, min_pixels: int, max_pixels: int) -> None:
-    """Bound the resized image area in place, whichever form `size` takes in this version."""
+    """Bound the resized image area in place (in the form this transformers keeps it)."""
     if not 0 < min_pixels <= max_pixels:
         raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
-    size = getattr(image_processor, "size", None)
-    if size is None or isinstance(size, dict):
-        new = {**(size or {}), "shortest_edge": min_pixels, "longest_edge": max_pixels}
-        if "min_pixels" in new or "max_pixels" in new:  # an older spelling of the same bounds
-            new.update(min_pixels=min_pixels, max_pixels=max_pixels)
-        image_processor.size = new
-    else:  # transformers 5: a SizeDict dataclass
-        image_processor.size = dataclasses.replace(
-            size, shortest_edge=min_pixels, longest_edge=max_pixels
-        )
-    # transformers 4.x kept the bounds as attributes too and read them in preprocess().
-    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if getattr(image_processor, name, None) is not None:
-            setattr(image_processor, name, value)
+    set_pixel_bounds(image_processor, min_pixels, max_pixels)
 
 
 class Qwen2_5_VLAdapter(ModelAdapter):

@@ -6,8 +6,10 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from culture_neurons.errors import InputError
+
 from .base import ModelAdapter
-from .spec import AdapterSpec
+from .spec import AdapterSpec, model_spec_from_config
 
 ADAPTERS: dict[str, str] = {
     "qwen2_5_vl": "culture_neurons.models.qwen2_5_vl:Qwen2_5_VLAdapter",
@@ -35,3 +37,15 @@ def load_adapter(spec: Mapping[str, Any] | AdapterSpec) -> ModelAdapter:
     """Load model and processor as `spec` says (keys: see `AdapterSpec`) and wrap them."""
     spec = AdapterSpec.from_mapping(spec)
     return get_adapter(spec.family).from_spec(spec)
+
+
+def load_adapter_for_masks(entry: Mapping[str, Any], mask_shape: tuple[int, ...]) -> ModelAdapter:
+    """The adapter of a workflow model ``entry``, refusing masks (``[..., layers, neurons]``)
+    made for another model before any item is answered."""
+    adapter = load_adapter(model_spec_from_config(entry))
+    if tuple(mask_shape[-2:]) != (adapter.n_layers, adapter.n_neurons):
+        raise InputError(
+            f"mask shape {tuple(mask_shape[-2:])} does not fit the model's "
+            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
+        )
+    return adapter

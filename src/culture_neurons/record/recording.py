@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from culture_neurons import __version__
+from culture_neurons.inference.batch_memory import BatchSizer
 from culture_neurons.inference.engine import (
     BatchAnswers,
     answer_all,
-    answer_batch,
     answer_table,
     batches,
     model_items,
+    record_batch,
 )
 from culture_neurons.inference.inputs import InputStats, stream
 from culture_neurons.models.base import ModelAdapter
@@ -77,13 +78,12 @@ def record_identification(
         work, lambda piece: model_items(adapter, piece[1]), stats=inputs, size=lambda p: len(p[1])
     )
     parts: list[BatchAnswers] = []
+    sizer = BatchSizer(batch_size)  # an out-of-memory error halves it for the rest of the run
     start = time.perf_counter()
     with closing(loaded), run.progress("record") as progress:
         for index, ((chunk, batch_rows), items) in enumerate(loaded):
-            parts.append(
-                answer_batch(
-                    adapter, batch_rows, max_new_tokens=max_new_tokens, record=True, items=items
-                )
+            parts += record_batch(
+                adapter, batch_rows, sizer, max_new_tokens=max_new_tokens, items=items
             )
             progress.update(len(batch_rows))
             if index + 1 < len(work) and work[index + 1][0] == chunk:
