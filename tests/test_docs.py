@@ -171,3 +171,12 @@ def test_demo_page_table2_is_that_of_claims_md():
     for row in rows:
         metric = row[0] or metric
         assert row[2:] == claims[(metric, row[1])], (metric, row[1])
+
+
+def test_demo_page_dose_response_rows_are_those_of_claims_md():
+    # The page prints a true minus sign; claims.md a hyphen. Same row otherwise.
+    claims = CLAIMS.read_text()
+    rows = page_table(DOCS / "demo.md", "r | CAS self Δ")
+    assert [r[0] for r in rows] == ["0.05", "0.10", "0.15", "0.20"]
+    for row in rows:
+        assert ("| " + " | ".join(row) + " |").replace("−", "-") in claims, row[0]
