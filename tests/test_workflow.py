@@ -564,7 +564,8 @@ def test_model_env_asks_for_a_cuda_build_of_pytorch():
     assert (name, build) == ("pytorch", "cuda*")
     assert version == pyproject_requirements()["torch"]
     assert "CONDA_OVERRIDE_CUDA=" in path.read_text()
-    assert "CONDA_OVERRIDE_CUDA=" in (ROOT / "README.md").read_text()
+    # The docs say how to create it on a login node without a GPU (docs/cluster.md).
+    assert "CONDA_OVERRIDE_CUDA=" in (ROOT / "docs" / "cluster.md").read_text()
 
 
 def test_every_rule_runs_in_an_existing_env_of_its_kind():
