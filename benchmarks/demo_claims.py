@@ -1,11 +1,12 @@
-"""Every number the README quotes about the demo, from one finished run's files.
+"""Every number the README and docs/demo.md quote about the demo, from one finished run's files.
 
     python benchmarks/demo_claims.py RUN_DIR OUT.md   (RUN_DIR: where `snakemake --cores 2` ran)
 
 Writes OUT.md: the unmasked accuracy, Table 2, the per-source significance, the dose-response
 and amplification lines, the selectors' candidates and set sizes, stability, overlap, the
-Jaccards between selectors and the control effect. The README's demo numbers are copied from the
-committed output (benchmarks/demo/claims.md), so a rerun shows at once whether they still hold.
+Jaccards between selectors and the control effect. The demo numbers of the README and of
+docs/demo.md are copied from the committed output (benchmarks/demo/claims.md), so a rerun
+shows at once whether they still hold.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_zscores_across_cultures():
 def test_attr_takes_the_top_k_then_drops_neurons_shared_by_all_cultures():
     ranks = rank_attr(culture_scores(CULTURAL, CONTROL), z_threshold=0.5)
     # Culture 0 ranks 0 > 1 (0.5 after control) > 2 > 3: neuron 1 has z = 0, so at k = 2
-    # culture 0 keeps only neuron 0 (filtered after the top k, as seed 004).
+    # culture 0 keeps only neuron 0 (filtered after the top k, as CULNIG).
     assert selected(ranks, 2) == [[0], [2], [3]]
     assert selected(ranks, 4) == [[0], [2], [3]]
     assert ranks[1, 0].tolist() == [-1, -1, 0, -1]  # places with gaps; -1 = filtered

@@ -79,7 +79,7 @@ KINDS = [
         _activation_write,
         _activation_read,
         "fire_count",
-        "baseline_and_record",
+        "record",
     ),
     Kind(
         "attribution store",

@@ -673,11 +673,3 @@ def test_write_table2_writes_csv_markdown_and_latex(paper_table, tmp_path):
     assert "Acc. $\\Delta$" in latex and "Tiny\\_model" in latex and "Δ &" not in latex
     assert "$-4.88^{*}$" in latex and "$+0.96$" in latex
     assert latex.count("\\\\") == 13  # header + 12 rows
-
-
-def test_no_choice_is_the_engines_value():
-    # metrics keeps its own copy so the analysis environment needs no torch; they must agree.
-    from culture_neurons.analysis import metrics
-    from culture_neurons.inference import engine
-
-    assert metrics.NO_CHOICE == engine.NO_CHOICE

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
-from culture_neurons.inference.engine import NO_CHOICE, answer_batch, answer_masked
+from culture_neurons.inference.answers import NO_CHOICE
+from culture_neurons.inference.engine import answer_batch, answer_masked
 from culture_neurons.models import load_adapter
 from culture_neurons.models.hooks import hooks_attached
 

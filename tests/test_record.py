@@ -1,4 +1,4 @@
-"""baseline_and_record on a tiny Qwen2.5-VL: resumable store, recording leaves answers alone."""
+"""record on a tiny Qwen2.5-VL: resumable store, recording leaves answers alone."""
 
 from __future__ import annotations
 

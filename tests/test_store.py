@@ -254,7 +254,7 @@ def test_a_store_without_act_sum_is_refused_for_the_mean_not_zero_filled(tmp_pat
     fill(old, old.pending_chunks())
     del zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")["act_sum"]  # an older layout
     with pytest.raises(InputError, match=r"old.zarr \(model 'tiny'\) predates the act_sum.*"
-                       "delete the store and rerun baseline_and_record"):  # fmt: skip
+                       "delete the store and rerun record"):  # fmt: skip
         identification_means(open_store(tmp_path / "old.zarr"))
 
 

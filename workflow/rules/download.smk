@@ -21,7 +21,7 @@ rule download_model:
         args=lambda wildcards: rule_args.download_model(PLAN, wildcards.model),
     shell:
         # The one step that must reach the hub, also when the run exports HF_HUB_OFFLINE=1 for
-        # its compute jobs (README, "Running on SLURM"); tee: the hub's progress bars show on
+        # its compute jobs (docs/cluster.md, "Downloads first"); tee: the hub's progress bars show on
         # the login node's terminal and stay in the log.
         "HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 culture-neurons download-model {params.args}"
         " --out {output.record} 2>&1 | tee {log}"

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from culture_neurons.errors import InputError
-from culture_neurons.inference.answers import normalize
+from culture_neurons.inference.answers import NO_CHOICE, normalize
 from culture_neurons.selection.conventions import ALL_CULTURES
 from culture_neurons.statistics import percentile_interval
 
@@ -53,11 +53,6 @@ __all__ = [
     "write_summary",
 ]
 
-# The engine's value for "no option named" (culture_neurons.inference.engine.NO_CHOICE). Not
-# imported: the engine pulls in torch, transformers and accelerate, which the analysis rules'
-# environment (envs/analysis.yaml) does not hold; tests/test_metrics.py checks the two agree.
-# One definition needs it moved to the torch-free inference/answers.py (the engine's part).
-NO_CHOICE = -1
 # The source label of a culture-independent selector's one mask row (RND).
 RANDOM_SOURCE = ALL_CULTURES
 # Source label of the summary rows that average over sources.

@@ -1,6 +1,7 @@
 """Overlap between selected sets: between selectors (per culture), between cultures (per
 selector), and whether cultures that share more neurons also hurt each other more when one's
-neurons are deactivated (seed 004 reports that culture neurons also support related cultures).
+neurons are deactivated (CULNIG, "Neuron-Level Analysis of Cultural Understanding in Large
+Language Models", reports that culture neurons also support related cultures).
 
 The correlation is Spearman's over ordered culture pairs ``(s, t)``, ``s != t``: the Jaccard of
 the two cultures' sets against the cross-deactivation effect of ``s``'s neurons on ``t``'s items.

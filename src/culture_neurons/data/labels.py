@@ -7,5 +7,5 @@ HIDDEN_LABELS_HELP = (
     "accuracy: the evaluation reports flip rates only, not the paper's accuracy changes. To score "
     "them, set dataset.labels_file to a file of the correct options: CSV or TSV with columns "
     "item_id (CVQA's ID) and label (0-3, the option's index), or a JSON object {ID: label} "
-    "(README, 'Hidden labels')."
+    "(docs/data.md, 'Hidden labels')."
 )

@@ -34,7 +34,7 @@ PROVENANCE_CARD = "PROVENANCE.md"
 NOT_RECIPE = ("train", "require_above_chance")
 # dataset.demo keys that shape the train portion (the test and control-test counts do not).
 DATA_RECIPE = ("seed", "train_items_per_pair", "control_train_items_per_pair", "image_size")
-# The README's command that regenerates the shipped weights (written into their provenance).
+# The command that regenerates the shipped weights (docs/demo.md; written into their provenance).
 REGENERATE_COMMAND = (
     "snakemake --cores 2 results/demo-qwen25vl-tiny/demo_model.json "
     "--configfile config.yaml configs/train-demo.yaml && rm -rf resources/demo/model && "

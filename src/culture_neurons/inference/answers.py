@@ -30,7 +30,10 @@ import operator
 import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["extract_choice", "extract_choices", "is_correct", "normalize"]
+__all__ = ["NO_CHOICE", "extract_choice", "extract_choices", "is_correct", "normalize"]
+
+# The choice of an answer that names no option (the paper's Algorithm 1 finds none).
+NO_CHOICE = -1
 
 
 def normalize(text: str) -> str:

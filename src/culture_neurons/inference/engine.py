@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from culture_neurons.data.images import PixelBound, load_image
 from culture_neurons.inference import batch_memory
-from culture_neurons.inference.answers import extract_choice, is_correct
+from culture_neurons.inference.answers import NO_CHOICE, extract_choice, is_correct
 from culture_neurons.inference.batch_memory import BatchSizer
 from culture_neurons.inference.decoding import (
     DecodeStats,
@@ -40,7 +40,6 @@ from culture_neurons.models.hooks import KeepMasks
 
 log = logging.getLogger(__name__)
 
-NO_CHOICE = -1
 UNMASKED = -1  # the mask index of a row without intervention (the drafts' pass)
 UNKNOWN = -1  # correctness when labels are hidden
 

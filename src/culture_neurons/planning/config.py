@@ -12,8 +12,8 @@ from typing import Any
 from culture_neurons.data.labels import HIDDEN_LABELS_HELP
 from culture_neurons.planning import layout
 from culture_neurons.planning.plan import Plan
-from culture_neurons.selection.controls import CONTROL_METHODS
-from culture_neurons.selection.selectors import has_ranking, is_culture_independent
+from culture_neurons.selection import registry
+from culture_neurons.selection.registry import has_ranking, is_control, is_culture_independent
 
 
 def check_demo_models(plan: Plan, info: Callable[[str], Any]) -> None:
@@ -53,9 +53,9 @@ def check_controls(plan: Plan) -> None:
     instances = plan.selectors
     for selector, params in instances.items():
         method = params["method"]
-        if method not in CONTROL_METHODS:
+        if not is_control(method):
             continue
-        key = CONTROL_METHODS[method]
+        key = registry.spec(method).reference
         reference = params.get(key)
         where = f"selectors.{selector.split('-s')[0]}.{key}"
         if reference is None:
@@ -65,7 +65,7 @@ def check_controls(plan: Plan) -> None:
                 f"{where}: unknown selector {reference!r}; one of {', '.join(sorted(instances))}"
             )
         ref_method = instances[reference]["method"]
-        if ref_method in CONTROL_METHODS or is_culture_independent(ref_method):
+        if is_control(ref_method) or is_culture_independent(ref_method):
             raise ValueError(
                 f"{where}: {reference!r} ({ref_method}) has no per-culture masks to match; "
                 "name a culture-specific selector such as cas"
@@ -82,11 +82,11 @@ def check_sweeps(plan: Plan) -> None:
     if len(ratios) > 1:
         for name, params in plan.selectors.items():
             method = params["method"]
-            if method not in CONTROL_METHODS and not has_ranking(method):
+            if not is_control(method) and not has_ranking(method):
                 raise ValueError(
                     f"selectors.{name}: method {method!r} has no ranking function, so it "
-                    "cannot give nested masks for ratios; add one to RANKINGS (README, "
-                    "'Adding a selector') or drop ratios"
+                    "cannot give nested masks for ratios; give its registry entry a ranking "
+                    "(docs/selectors-and-attribution.md, 'Adding a selector') or drop ratios"
                 )
 
 

@@ -43,10 +43,9 @@ from culture_neurons.planning.work import (
     shards_to_fit,
     tokens_per_s,
 )
-from culture_neurons.selection.attribution import is_attribution
-from culture_neurons.selection.controls import CONTROL_METHODS
-from culture_neurons.selection.masks import ALL_CULTURES
-from culture_neurons.selection.selectors import is_culture_independent
+from culture_neurons.selection import registry
+from culture_neurons.selection.conventions import ALL_CULTURES
+from culture_neurons.selection.registry import is_culture_independent
 
 log = logging.getLogger(__name__)
 
@@ -260,11 +259,11 @@ class Plan:
 
     def control_reference(self, selector: str) -> str | None:
         """The selector instance a control (rnd_matched) is matched to, or None."""
-        key = CONTROL_METHODS.get(self.method(selector))
+        key = registry.spec(self.method(selector)).reference
         return self.selectors[selector].get(key) if key else None
 
     def is_attribution_selector(self, selector: str) -> bool:
-        return is_attribution(self.method(selector))
+        return registry.input_store(self.method(selector)) == registry.ATTRIBUTION_STORE
 
     def selector_store(self, model: str, selector: str) -> str:
         """The store a selector scores: the attribution store or the activation store."""
@@ -287,9 +286,7 @@ class Plan:
         return {
             name: params
             for name, params in self.selectors.items()
-            if params["method"] not in CONTROL_METHODS
-            and not is_attribution(params["method"])
-            and not is_culture_independent(params["method"])
+            if registry.is_data_driven(params["method"])
         }
 
     def sources_of(self, selector: str) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from culture_neurons.planning import layout
 from culture_neurons.planning.plan import Plan
-from culture_neurons.selection.masks import ALL_CULTURES
+from culture_neurons.selection.conventions import ALL_CULTURES
 
 
 def as_json(value: Any) -> str:

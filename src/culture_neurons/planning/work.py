@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from culture_neurons.ablation.conditions import HEADLINE, intervention_selectors, parse_ratios
-from culture_neurons.selection.registry import ATTRIBUTION_STORE, input_store
-from culture_neurons.selection.selectors import is_culture_independent
+from culture_neurons.selection.registry import (
+    ATTRIBUTION_STORE,
+    input_store,
+    is_culture_independent,
+)
 
 #: Prompt tokens per item (image + question + options + template) when a model does not state
 #: `prompt_tokens`. Image tokens measured with the processors' own token-count logic on

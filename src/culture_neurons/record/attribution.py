@@ -1,4 +1,4 @@
-"""Gradient x activation attribution of decoder-MLP neurons (seed 004's score, on `act_fn`).
+"""Gradient x activation attribution of decoder-MLP neurons (CULNIG's score, on `act_fn`).
 
 For one item, teacher-forced on the text of its correct option as the assistant's reply:
 
@@ -12,8 +12,8 @@ For one item, teacher-forced on the text of its correct option as the assistant'
   the reply's last token (the prompt's, image positions included, and the reply's own). ``a_t``
   is the output of the layer's ``act_fn`` at ``t`` - the neuron that the masks deactivate.
 
-Seed 004's public code hooks the gate projection's output (before the activation function)
-instead; on a SwiGLU MLP ``act_fn(gate) * up`` the two differ by the chain rule's
+CULNIG's public code (ynklab/CULNIG) hooks the gate projection's output (before the activation
+function) instead; on a SwiGLU MLP ``act_fn(gate) * up`` the two differ by the chain rule's
 ``act_fn'(gate)`` and by where a zero lands: zeroing ``act_fn``'s output removes the neuron
 exactly, zeroing the gate projection's output leaves ``act_fn(0) * up`` (0 for SiLU).
 """

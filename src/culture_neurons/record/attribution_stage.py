@@ -34,7 +34,7 @@ from culture_neurons.record.chunked_store import ResumablePass
 
 log = logging.getLogger(__name__)
 
-#: What the scores mean, stored with them (README, "Attribution selectors").
+#: What the scores mean, stored with them (docs/selectors-and-attribution.md).
 DEFINITION = (
     "p(gold) * max over positions before the reply's last token of act_fn output x "
     "d p(gold) / d output; p(gold) = exp(mean log-probability of the gold option's tokens, "

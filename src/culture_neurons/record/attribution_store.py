@@ -187,7 +187,7 @@ def aggregate_attribution(store: AttributionStore) -> AttributionAggregates:
             if not here.any():
                 continue
             if task == "control":
-                # Seed 004 clamps control scores at 0 per item before averaging.
+                # CULNIG clamps control scores at 0 per item before averaging.
                 control_sum += np.maximum(score[here], 0).sum(axis=0, dtype=np.float64)
                 continue
             for culture in np.unique(chunk_cultures[here]):

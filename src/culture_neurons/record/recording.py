@@ -1,4 +1,4 @@
-"""baseline_and_record: one pass over the identification split (answers + activation statistics
+"""record: one pass over the identification split (answers + activation statistics
 into the store, chunk by chunk, resumable) and the unmasked baseline of the evaluation split."""
 
 from __future__ import annotations

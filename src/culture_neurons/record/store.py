@@ -101,7 +101,7 @@ def part_digests(
 class ActivationStore(ChunkedStore):
     ITEM_ARRAY: ClassVar[str] = "tokens"
     NAME: ClassVar[str] = "activation store"
-    RERUN: ClassVar[str] = "baseline_and_record"
+    RERUN: ClassVar[str] = "record"
     DIGEST_PARTS: ClassVar[tuple[str, ...]] = DIGEST_PARTS
 
     def write_chunk(
@@ -277,12 +277,12 @@ def open_store(path: str | Path) -> ActivationStore:
     except Exception as err:  # a damaged zarr.json or flags file: zarr raises many types
         raise CorruptStoreError(
             f"activation store {path} cannot be opened ({type(err).__name__}: {err}); delete it "
-            "and rerun baseline_and_record"
+            "and rerun record"
         ) from err
     if pending:
         raise InputError(
             f"activation store {path} is incomplete: chunk(s) {pending[:5]} not flagged as "
-            "written (chunk_done); delete it and rerun baseline_and_record"
+            "written (chunk_done); delete it and rerun record"
         )
     if store.has_checksums:
         store.check_parts(("items",))
@@ -301,7 +301,7 @@ def identification_means(store: ActivationStore) -> np.ndarray:
     group = store.group
     rerun = (
         f"activation store {store.path} (model {group.attrs.get('model')!r}) {{}}; the mean "
-        "intervention needs act_sum: delete the store and rerun baseline_and_record"
+        "intervention needs act_sum: delete the store and rerun record"
     )
     if "act_sum" not in group:
         raise InputError(rerun.format("predates the act_sum statistic"))

@@ -1,4 +1,4 @@
-"""Seed 004's attribution selectors over the attribution store's aggregates (pure functions).
+"""CULNIG's attribution selectors over the attribution store's aggregates (pure functions).
 
 - ``attr`` (culture-specific): per culture, the neurons with the highest
   ``S[c] = cultural mean[c] - control mean``, keeping those whose z-score of ``S`` across cultures
@@ -6,13 +6,13 @@
 - ``attr_general`` (culture-general): one mask for every culture, the neurons with the highest
   ``sum over cultures of S[c]``, minus the general exclusion set.
 
-As in seed 004's code, the filters apply AFTER the top of the ranking is taken: a mask at
+As in CULNIG's code, the filters apply AFTER the top of the ranking is taken: a mask at
 budget ``k`` is the top ``k`` by score minus the filtered neurons, so it can hold fewer than
 ``k``. The rankings therefore number every neuron by its place in the score order and mark the
 filtered ones -1 (their ranks have gaps), which keeps the masks nested across budgets.
 
 The exclusion set of culture ``c`` is the top ``exclusion_ratio`` of all neurons by the exclusion
-task's mean score for ``c`` (seed 004: a country reading-comprehension task; its neurons read
+task's mean score for ``c`` (CULNIG: a country reading-comprehension task; its neurons read
 country names in context instead of holding cultural knowledge); the general set is the top
 ``exclusion_ratio`` by that score summed over cultures. A culture without exclusion items (its
 row NaN) has an empty exclusion set and adds nothing to the sum.
@@ -32,15 +32,6 @@ from culture_neurons.selection.registry import (
 )
 
 
-def is_attribution(method: str) -> bool:
-    """Whether ``method`` scores the attribution store (unknown: False). The registry's
-    `input_store` says which store any selector reads."""
-    try:
-        return spec(method).inputs == ATTRIBUTION_SCORES
-    except ValueError:
-        return False
-
-
 def culture_scores(cultural: np.ndarray, control: np.ndarray | None = None) -> np.ndarray:
     """``S [C, L, D]``: each culture's mean score minus the control task's (when given)."""
     cultural = np.asarray(cultural, dtype=np.float64)
@@ -56,7 +47,7 @@ def culture_scores(cultural: np.ndarray, control: np.ndarray | None = None) -> n
 
 def zscores(scores: np.ndarray) -> np.ndarray:
     """Each neuron's z-score of its per-culture scores across cultures (population standard
-    deviation, as seed 004); 0 where the scores are equal in every culture."""
+    deviation, as CULNIG); 0 where the scores are equal in every culture."""
     mean = scores.mean(axis=0, keepdims=True)
     std = scores.std(axis=0, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):

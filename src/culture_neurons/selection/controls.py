@@ -77,7 +77,3 @@ RND_MATCHED = register(
         reference=REFERENCE,
     )
 )
-
-#: Control method -> its reference parameter, for the workflow's rules (the registry's
-#: ``spec(method).reference`` says the same for any method).
-CONTROL_METHODS: dict[str, str] = {RND_MATCHED.name: REFERENCE}
