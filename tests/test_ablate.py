@@ -87,9 +87,9 @@ def test_masks_round_trip_and_keep_masks(tmp_path):
 def test_ablate_stage_serves_every_ratio_and_kind_from_one_ranking(
     tmp_path, tiny_checkpoint, load_tiny, one_torch_thread
 ):
-    from culture_neurons.ablation.stage import ablate_stage
     from culture_neurons.selection.masks import masks_at_ratio
     from culture_neurons.selection.selectors import budget, mask_from_ranks
+    from culture_neurons.stages.ablate import ablate_stage
 
     out = prepare_fixture(tmp_path / "cvqa")
     items = pd.read_parquet(out / "items.parquet")

@@ -13,18 +13,20 @@ import pytest
 import torch
 import yaml
 
-from culture_neurons.ablation import stage
+from culture_neurons.ablation import work
 from culture_neurons.ablation.chunks import (
     DEFAULT_CHUNK_ITEMS,
     chunk_bounds,
     chunk_size,
     shard_chunks,
 )
-from culture_neurons.ablation.stage import ablate_shard_stage, ablate_stage, partial_dir
+from culture_neurons.ablation.partial import partial_dir
 from culture_neurons.data.split import split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_masked, items_per_window
 from culture_neurons.selection.masks import write_masks
+from culture_neurons.stages.ablate import ablate_stage
+from culture_neurons.stages.ablate_shard import ablate_shard_stage
 from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]
@@ -87,7 +89,7 @@ def count_chunks(monkeypatch, stop_after: int | None = None) -> list[int]:
         calls.append(len(rows))
         return answer_masked(adapter, rows, *args, **kwargs)
 
-    monkeypatch.setattr(stage, "answer_masked", counted)
+    monkeypatch.setattr(work, "answer_masked", counted)
     return calls
 
 
@@ -192,13 +194,13 @@ def test_shards_and_gather_equal_one_job(setup, uninterrupted, monkeypatch, tmp_
     def no_model(*args, **kwargs):
         raise AssertionError("gathering loads no model")
 
-    monkeypatch.setattr(stage, "load_adapter_for_masks", no_model)
+    monkeypatch.setattr(work, "load_adapter_for_masks", no_model)
     with pytest.raises(InputError, match=r"chunk\(s\) \[0, 2\] missing.*rerun its ablate_shard"):
         run(setup, out, gather=True)
     assert not out.exists() and partial_dir(out).exists(), "a failed gather keeps the chunks"
     monkeypatch.undo()
     assert ablate_shard_stage(*args, shard=0, shards=2, done=partial_dir(out) / "s0", **common)
-    monkeypatch.setattr(stage, "load_adapter_for_masks", no_model)
+    monkeypatch.setattr(work, "load_adapter_for_masks", no_model)
     run(setup, out, gather=True)
     assert tables_of(out) == uninterrupted
     assert not partial_dir(out).exists()

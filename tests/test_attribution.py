@@ -20,8 +20,7 @@ from culture_neurons.inference.engine import prompt_items
 from culture_neurons.models.hooks import hooks_attached
 from culture_neurons.models.tiny import TINY_FAMILIES, make_items
 from culture_neurons.record.attribution import attribution_positions, attribution_scores
-from culture_neurons.record.attribution_stage import (
-    attribute_stage,
+from culture_neurons.record.attribution_recording import (
     attribution_rows,
     gold_replies,
     record_attribution,
@@ -34,7 +33,8 @@ from culture_neurons.record.attribution_store import (
 from culture_neurons.record.store import CorruptStoreError, StoreMismatchError
 from culture_neurons.selection.attribution import top_share
 from culture_neurons.selection.masks import read_masks
-from culture_neurons.selection.stage import select_stage
+from culture_neurons.stages.attribute import attribute_stage
+from culture_neurons.stages.select import select_stage
 from tests.cvqa_fixture import prepare_fixture
 
 pytest_plugins = ["tests.tiny_models"]

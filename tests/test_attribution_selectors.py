@@ -20,7 +20,7 @@ from culture_neurons.selection.attribution import (
 )
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks
 from culture_neurons.selection.selectors import has_ranking, is_culture_independent, select
-from culture_neurons.selection.stage import select_stage
+from culture_neurons.stages.select import select_stage
 
 # 3 cultures x 1 layer x 4 neurons.
 CULTURAL = np.array(

@@ -85,7 +85,7 @@ def test_select_stage_draws_the_control_from_the_reference_masks(tmp_path):
     from culture_neurons.benchmark.synthetic import write_synthetic_store
     from culture_neurons.errors import InputError
     from culture_neurons.selection.masks import read_masks, read_ranks, write_masks
-    from culture_neurons.selection.stage import select_stage
+    from culture_neurons.stages.select import select_stage
 
     store = tmp_path / "store.zarr"
     write_synthetic_store(store, n_cultures=3, items_per_culture=10, n_layers=2, n_neurons=30)
@@ -135,7 +135,7 @@ def test_select_stage_stores_a_ranking_that_serves_other_ratios(tmp_path):
     from culture_neurons.benchmark.synthetic import write_synthetic_store
     from culture_neurons.selection.masks import masks_at_ratio, read_masks, read_ranks
     from culture_neurons.selection.selectors import select
-    from culture_neurons.selection.stage import select_stage
+    from culture_neurons.stages.select import select_stage
 
     store = tmp_path / "store.zarr"
     write_synthetic_store(store, n_cultures=3, items_per_culture=10, n_layers=2, n_neurons=30)

@@ -12,10 +12,11 @@ from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.demo.generate import generate_demo_dataset
 from culture_neurons.demo.model import build_demo_tokenizer, train_demo_model
 from culture_neurons.demo.shipped import demo_recipe, read_provenance
-from culture_neurons.demo.train import chance_p_value, train_demo_stage
+from culture_neurons.demo.train import chance_p_value
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_all
 from culture_neurons.models import load_adapter
+from culture_neurons.stages.train_demo import train_demo_stage
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from huggingface_hub import constants
 
 from culture_neurons import cli
-from culture_neurons.analysis.stages import models_loaded_note
+from culture_neurons.analysis.tables import models_loaded_note
 from culture_neurons.data.download import commit_of, ignore_patterns, read_record
 from culture_neurons.errors import InputError
 from culture_neurons.models import load_adapter

@@ -19,7 +19,6 @@ from culture_neurons import cli
 from culture_neurons.data.cvqa import SourceError
 from culture_neurons.data.prepare import DatasetConfig, prepare_dataset
 from culture_neurons.data.split import split_rows
-from culture_neurons.demo import train as demo_train
 from culture_neurons.errors import InputError
 from culture_neurons.inference.engine import answer_batch, answer_masked
 from culture_neurons.models import load_adapter
@@ -27,7 +26,8 @@ from culture_neurons.models.tiny import TEXT_SIZES
 from culture_neurons.record.aggregate import aggregate
 from culture_neurons.record.store import create_or_resume, open_store
 from culture_neurons.selection.masks import ALL_CULTURES, read_masks, write_masks
-from culture_neurons.selection.stage import select_stage
+from culture_neurons.stages import train_demo as demo_train
+from culture_neurons.stages.select import select_stage
 from tests.cvqa_fixture import (
     SCHEMA,
     good_rows,
@@ -220,7 +220,7 @@ def test_ablate_refuses_a_mask_of_another_shape(prepared, tiny_checkpoint, tmp_p
 
 
 def test_ablate_refuses_a_mask_store_without_its_ratio(tmp_path):
-    from culture_neurons.ablation.stage import sweep_masks
+    from culture_neurons.ablation.work import sweep_masks
 
     masks = tmp_path / "masks.zarr"
     write_masks(masks, np.zeros((2, 2, 8), dtype=bool), ["FRA", "JPN"], {"selector": "lap"})

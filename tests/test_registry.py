@@ -23,7 +23,7 @@ from culture_neurons.selection.registry import (
     firing_selector,
 )
 from culture_neurons.selection.selectors import budget
-from culture_neurons.selection.stage import select_stage
+from culture_neurons.stages.select import select_stage
 
 CULTURES = ["ko", "mx", "sw"]
 LAYERS, NEURONS = 2, 6

@@ -27,7 +27,7 @@ from culture_neurons.selection.stability import (
     stability,
     summarize,
 )
-from culture_neurons.selection.stage import select_stage
+from culture_neurons.stages.select import select_stage
 
 SELECTORS = {
     "cas": {"method": "cas"},
@@ -182,7 +182,7 @@ def test_jaccard_by_hand():
 def test_stability_stage_writes_tables_frequencies_and_the_figure(signal_store, tmp_path):
     import zarr
 
-    from culture_neurons.selection.stability_stage import stability_stage
+    from culture_neurons.stages.stability import stability_stage
 
     out = tmp_path / "stability"
     report = stability_stage(

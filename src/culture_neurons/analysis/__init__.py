@@ -1,2 +1,3 @@
-"""Analysis stages: accuracy change and flip-rate matrices with bootstrap intervals (`metrics`),
-the paper's Table 2 (`tables`), heatmaps and layer distributions (`figures`)."""
+"""Analyses (their stages live in `culture_neurons.stages`): accuracy change and flip-rate
+matrices with bootstrap intervals (`metrics`), the paper's Table 2 (`tables`), heatmaps and layer
+distributions (`figures`)."""

