@@ -39,6 +39,7 @@ def dry_run(*args: str) -> dict[str, int]:
     return dict(Counter(j.rule for j in jobs))
 
 
+@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smollm2.yaml"])
 def test_shipped_configs_are_valid(name):
     validate(copy.deepcopy(load(name)), SCHEMA)
 
