@@ -3,7 +3,7 @@ tree appears with identical source text in another, wherever it moved; prints th
 definitions whose text changed.
 
     git archive <base> src | tar -x -C /tmp/base
-    python benchmarks/same_definitions.py /tmp/base/src/culture_neurons src/culture_neurons
+    python benchmarks/restructure/same_definitions.py /tmp/base/src/culture_neurons src/culture_neurons
 """
 
 from __future__ import annotations
