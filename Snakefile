@@ -22,6 +22,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/stability.smk"
 include: "workflow/rules/ablate.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/atlas.smk"
 
 
 rule all:

@@ -197,3 +197,23 @@ def test_checks_pass_a_good_config_and_say_nothing(plan):
     said: list[str] = []
     check_config(plan, info=said.append, warn=said.append)
     assert said == []
+
+
+def test_atlas_shows_the_culture_specific_selectors_unless_told_otherwise(tmp_path, plan):
+    # Default (null): every culture-specific instance, the seeded control included; no rnd.
+    assert plan.atlas_selectors == ["cas", "ctl-s0"]
+    targets = plan.final_targets()
+    for model in ("hub", "disk"):
+        assert layout.atlas_dir(model) in targets and layout.atlas_export(model) in targets
+    args = shlex.split(rule_args.atlas(plan, ["m/cas.zarr", "m/ctl.zarr"], ["c.pq", "t.pq"]))
+    assert args == ["--masks", "cas=m/cas.zarr", "ctl-s0=m/ctl.zarr",
+                    "--summaries", "cas=c.pq", "ctl-s0=t.pq"]  # fmt: skip
+    chosen = Plan(config_of(tmp_path, atlas={"selectors": ["ctl"], "top_k": 3}), basedir=ROOT)
+    assert chosen.atlas_selectors == ["ctl-s0"]  # a config key covers its seeded instances
+    off = Plan(config_of(tmp_path, atlas={"enabled": False}), basedir=ROOT)
+    assert off.atlas_selectors == []
+    assert not [t for t in off.final_targets() if "atlas" in t]
+    for wrong, message in ((["rnd"], "culture-independent"), (["nope"], "unknown selector")):
+        bad = Plan(config_of(tmp_path, atlas={"selectors": wrong}), basedir=ROOT)
+        with pytest.raises(ValueError, match=message):
+            _ = bad.atlas_selectors

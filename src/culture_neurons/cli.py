@@ -416,12 +416,28 @@ def _add_dose_response(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.stages.dose_response:dose_response_stage")
 
 
+def _add_atlas(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("atlas", help="a static site of what each selected neuron fires on")
+    p.add_argument("--model", required=True)
+    p.add_argument("--store", required=True, help="results/{model}/activations.zarr")
+    p.add_argument("--items", required=True, help="results/data/{dataset}/items.parquet")
+    p.add_argument("--masks", nargs="+", type=_named, required=True, help="SELECTOR=PATH ...")
+    p.add_argument("--summaries", nargs="*", type=_named, default=[], help="SELECTOR=PATH ...")
+    p.add_argument("--neurons-per-culture", type=int, required=True)
+    p.add_argument("--top-k", type=int, required=True, help="items listed at each end")
+    p.add_argument("--out-dir", required=True, help="results/{model}/atlas")
+    p.add_argument("--export-out", required=True, help="results/{model}/atlas.jsonl")
+    _add_bootstrap_args(p, "item resamples per culture (profile intervals)")
+    p.set_defaults(stage="culture_neurons.stages.atlas:atlas_stage")
+
+
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
     "download_model", "download_dataset", "make_demo", "prepare_data", "prepare_task",
     "prepare_checkpoint", "train_demo", "record",
     "attribute", "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
-    "baseline_figure", "summary", "dose_response", "stability", "overlap", "bench", "estimate",
+    "baseline_figure", "summary", "dose_response", "stability", "overlap", "atlas", "bench",
+    "estimate",
 ]  # fmt: skip
 
 

@@ -119,6 +119,16 @@ def get_overlap_input(wildcards):
     }
 
 
+def get_atlas_input(wildcards):
+    model, selectors = wildcards.model, PLAN.atlas_selectors
+    return {
+        "store": layout.activations(model),
+        "item_table": layout.items(DATASET),
+        "masks": [layout.masks(model, s) for s in selectors],
+        "summaries": [layout.matrix(model, s, HEADLINE, "summary") for s in selectors],
+    }
+
+
 def get_dose_response_input(wildcards):
     return [layout.sweep_matrix(wildcards.model, s, i) for s, i in PLAN.sweep_runs()]
 

@@ -28,7 +28,7 @@ from culture_neurons.errors import InputError
 
 KINDS = ("zero", "mean", "scale")
 # A seeded instance (rnd-s0) of a config key (rnd), as planning.work.selector_instances names it.
-_SEEDED = re.compile(r"-s\d+$")
+SEEDED = re.compile(r"-s\d+$")  # a seeded instance ("rnd-s0") of a config key ("rnd")
 HEADLINE = "zero"
 
 
@@ -149,7 +149,7 @@ def intervention_selectors(
             continue
         chosen = []
         for name in wanted:
-            matches = [s for s in instances if s == name or _SEEDED.sub("", s) == name]
+            matches = [s for s in instances if s == name or SEEDED.sub("", s) == name]
             if not matches:
                 raise InputError(
                     f"interventions[{i}].selectors: unknown selector {name!r}; "

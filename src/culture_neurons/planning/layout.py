@@ -182,6 +182,16 @@ def overlap(model: str, name: str) -> str:
     return f"{RESULTS}/{model}/overlap/{name}"
 
 
+def atlas_dir(model: str) -> str:
+    """The atlas's static site (index.html, neurons/, pairs/, thumbs/)."""
+    return f"{RESULTS}/{model}/atlas"
+
+
+def atlas_export(model: str) -> str:
+    """The atlas's JSONL export, one record per neuron, beside the site."""
+    return f"{RESULTS}/{model}/atlas.jsonl"
+
+
 # -- summary ------------------------------------------------------------------------------------
 def summary(name: str) -> str:
     """A cross-model table under results/summary (table2.csv, baseline_accuracy.csv, ...)."""

@@ -22,6 +22,7 @@ import pandas as pd
 
 from culture_neurons.ablation.conditions import (
     HEADLINE,
+    SEEDED,
     Intervention,
     intervention_selectors,
     parse_interventions,
@@ -295,6 +296,32 @@ class Plan:
             return [ALL_CULTURES]
         return self.cultures()
 
+    @functools.cached_property
+    def atlas_selectors(self) -> list[str]:
+        """The selector instances the atlas shows: atlas.selectors (config keys or instances;
+        ``rnd`` covers ``rnd-s0``, ...) or, when null, every culture-specific one; none when
+        atlas.enabled is false."""
+        atlas = self.config["atlas"]
+        if not atlas["enabled"]:
+            return []
+        wanted = atlas["selectors"]
+        if wanted is None:
+            return self.culture_specific_selectors
+        chosen: list[str] = []
+        for name in wanted:
+            matches = [s for s in self.selectors if s == name or SEEDED.sub("", s) == name]
+            if not matches:
+                known = ", ".join(self.selectors)
+                raise ValueError(f"atlas.selectors: unknown selector {name!r}; one of {known}")
+            independent = [m for m in matches if is_culture_independent(self.method(m))]
+            if independent:
+                raise ValueError(
+                    f"atlas.selectors: {independent[0]} chooses no neurons per culture (it is "
+                    "culture-independent): the atlas lists each culture's neurons"
+                )
+            chosen += [m for m in matches if m not in chosen]
+        return chosen
+
     # -- extra tasks (attribution) ---------------------------------------------------------
     def extra_tasks(self) -> dict[str, str]:
         """The configured extra tasks (control, exclusion) -> their files under local_dir."""
@@ -413,6 +440,8 @@ class Plan:
             targets += layout.figure_files(layout.model_figure(model, figure))
         targets += self.dose_response_figures(model)
         targets.append(layout.dose_response_table(model))
+        if self.atlas_selectors:
+            targets += [layout.atlas_dir(model), layout.atlas_export(model)]
         # Each ratio's ablations are targets themselves: Snakemake does not rerun a job for a
         # missing intermediate, so without them an added ratio would go unnoticed.
         for selector, intervention in self.sweep_runs():

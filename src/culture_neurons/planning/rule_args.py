@@ -116,6 +116,15 @@ def overlap(plan: Plan, masks: list[str], matrices: list[str]) -> str:
     )
 
 
+def atlas(plan: Plan, masks: list[str], summaries: list[str]) -> str:
+    """The atlas's selectors' mask stores and matrices summaries, as NAME=PATH arguments."""
+    selectors = plan.atlas_selectors
+    return (
+        f"--masks {named(zip(selectors, masks, strict=True))}"
+        f" --summaries {named(zip(selectors, summaries, strict=True))}"
+    )
+
+
 def ratios(plan: Plan) -> str:
     return " ".join(f"{r:g}" for r in plan.ratios)
 
