@@ -92,3 +92,133 @@ def test_profile_equals_the_stores_per_culture_statistics(store_path):
     assert varies.any() and not varies.all()
     np.testing.assert_array_equal(profile.firing_hi - profile.firing_lo > 0, varies)
     assert profile.items.tolist() == [11, 11, 11]
+
+
+# -- the stage: site and export checked against the store ----------------------------------------
+def _image_shard(path, n: int):
+    """A parquet shard of n photos of varied sizes and colours (an HF Image struct column)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    images = []
+    for k in range(n):
+        buffer = io.BytesIO()
+        size = (300 + 17 * k, 200 + 5 * (k % 7))  # landscape, wider each time
+        Image.new("RGB", size, (20 * k % 255, 90, 200)).save(buffer, format="PNG")
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    table = pa.table({"image": pa.array(images, pa.struct([("bytes", pa.binary()),
+                                                            ("path", pa.string())]))})  # fmt: skip
+    pq.write_table(table, path, row_group_size=8)
+
+
+@pytest.fixture(scope="module")
+def atlas_run(store_path, tmp_path_factory):
+    import pandas as pd
+
+    from culture_neurons.selection.masks import write_masks
+    from culture_neurons.stages.atlas import atlas_stage
+
+    root = tmp_path_factory.mktemp("atlas_run")
+    ds = xr.open_zarr(store_path, consolidated=False)
+    ids = [str(i) for i in ds.item_id.values]
+    _image_shard(root / "shard.parquet", len(ids))
+    # Every third item is a text item (no image); questions carry HTML that must be escaped.
+    pd.DataFrame({
+        "item_id": ids,
+        "question": [f"What is <b>{i}</b> & why?" for i in ids],
+        "options": [[f"opt{k}a", f"opt{k}b", "c", "d"] for k in range(len(ids))],
+        "image_source": [None if k % 3 == 0 else str(root / "shard.parquet")
+                         for k in range(len(ids))],
+        "image_row": list(range(len(ids))),
+    }).to_parquet(root / "items.parquet")  # fmt: skip
+    # Two selectors ranking by the per-culture mean activation, one reversed: they overlap.
+    tokens = ds.tokens.astype(np.float64).groupby("culture").sum()
+    score = (ds.pos_sum.astype(np.float64).groupby("culture").sum() / tokens).values
+    cultures = [str(c) for c in tokens.culture.values]
+    for name, order in (("up", -score), ("down", score)):
+        flat = order.reshape(len(cultures), -1)
+        ranks = np.argsort(np.argsort(flat, axis=1, kind="stable"), axis=1).reshape(score.shape)
+        write_masks(root / f"{name}.zarr", ranks < 5, cultures, {"selector": name}, ranks=ranks)
+    summary = pd.DataFrame({"source": cultures + ["average"], "metric": "delta",
+                            "self": [-0.25, -0.1, -0.05, -0.13], "cross": 0.01})  # fmt: skip
+    summary.to_parquet(root / "up.summary.parquet")
+    masks = {"up": root / "up.zarr", "down": root / "down.zarr"}
+    n = atlas_stage("toy", store_path, root / "items.parquet", masks, 4, 3, root / "atlas",
+                    root / "atlas.jsonl", {"up": root / "up.summary.parquet"}, n_boot=50)  # fmt: skip
+    return root, n
+
+
+def test_export_lists_each_neurons_top_items_and_profile_from_the_store(store_path, atlas_run):
+    import json
+
+    root, n = atlas_run
+    records = [json.loads(line) for line in (root / "atlas.jsonl").read_text().splitlines()]
+    assert len(records) == n and n > 4  # 2 selectors x 3 cultures x 4 neurons, some shared
+    ds = xr.open_zarr(store_path, consolidated=False)
+    tokens = ds.tokens.values.astype(np.float64)
+    ids = np.asarray([str(i) for i in ds.item_id.values])
+    for record in records:
+        per_token = ds.pos_sum.sel(layer=record["layer"], neuron=record["index"]).values / tokens
+        order = np.argsort(-per_token, kind="stable")
+        assert [a["item_id"] for a in record["activations"]] == ids[order[:3]].tolist()
+        assert [a["values"][0] for a in record["activations"]] == pytest.approx(
+            per_token[order[:3]].tolist()
+        )
+        lowest = np.argsort(per_token, kind="stable")[:3]
+        assert [a["item_id"] for a in record["lowest_activations"]] == ids[lowest].tolist()
+        assert record["maxActApprox"] == pytest.approx(per_token.max())
+        for row in record["profile"]:
+            mine = ds.culture.values == row["culture"]
+            assert row["mean_activation"] == pytest.approx(
+                per_token[mine] @ tokens[mine] / tokens[mine].sum()
+            )
+        assert {c["selector"] for c in record["chosen_by"]} <= {"up", "down"}
+        assert all(c["rank"] < 4 for c in record["chosen_by"])
+
+
+def test_site_pages_show_the_store_and_link_only_to_files_that_exist(store_path, atlas_run):
+    import json
+    import re
+
+    from PIL import Image
+
+    root, _ = atlas_run
+    site = root / "atlas"
+    index = (site / "index.html").read_text()
+    records = [json.loads(line) for line in (root / "atlas.jsonl").read_text().splitlines()]
+    for record in records:
+        page = (site / "neurons" / f"L{record['layer']}-N{record['index']}.html").read_text()
+        # The top items appear in the page in the store's order, their questions escaped.
+        positions = [page.index(a["item_id"] + "<") for a in record["activations"]]
+        assert positions == sorted(positions)
+        assert "&lt;b&gt;" in page and "<b>item" not in page
+        assert f"neurons/L{record['layer']}-N{record['index']}.html" in index
+    assert "-25.0" in index  # the first culture's self effect of selector up, in points
+    pages = list(site.rglob("*.html"))
+    assert list((site / "pairs").glob("*.html"))  # up and down share neurons
+    for page in pages:
+        for link in re.findall(r'(?:href|src)="([^"#]+)"', page.read_text()):
+            assert (page.parent / link).resolve().exists(), f"{page.name} links to {link}"
+    thumbs = list((site / "thumbs").glob("*.jpg"))
+    listed = {a["item_id"] for r in records for a in r["activations"] + r["lowest_activations"]}
+    ds = xr.open_zarr(store_path, consolidated=False)
+    text_items = {str(i) for k, i in enumerate(ds.item_id.values) if k % 3 == 0}
+    assert {t.stem for t in thumbs} == listed - text_items  # once per listed image item
+    for thumb in thumbs:
+        assert max(Image.open(thumb).size) <= 128
+
+
+def test_stage_refuses_a_store_from_another_dataset(store_path, atlas_run, tmp_path):
+    import pandas as pd
+
+    from culture_neurons.stages.atlas import atlas_stage
+
+    root, _ = atlas_run
+    items = pd.read_parquet(root / "items.parquet").iloc[1:]
+    items.to_parquet(tmp_path / "items.parquet")
+    with pytest.raises(InputError, match="not in"):
+        atlas_stage("toy", store_path, tmp_path / "items.parquet", {"up": root / "up.zarr"}, 2,
+                    2, tmp_path / "atlas", tmp_path / "atlas.jsonl", n_boot=10)  # fmt: skip
