@@ -146,8 +146,9 @@ def atlas_run(store_path, tmp_path_factory):
                             "self": [-0.25, -0.1, -0.05, -0.13], "cross": 0.01})  # fmt: skip
     summary.to_parquet(root / "up.summary.parquet")
     masks = {"up": root / "up.zarr", "down": root / "down.zarr"}
+    summaries = {"up": root / "up.summary.parquet"}
     n = atlas_stage("toy", store_path, root / "items.parquet", masks, 4, 3, root / "atlas",
-                    root / "atlas.jsonl", {"up": root / "up.summary.parquet"}, n_boot=50)  # fmt: skip
+                    root / "atlas.jsonl", summaries, n_boot=50)  # fmt: skip
     return root, n
 
 
