@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,13 +30,14 @@ class NeuronActivity:
     choice: np.ndarray
     correct: np.ndarray
 
-    @property
+    # Cached: the pages read them once per listed item, and each is an [items, N] array.
+    @functools.cached_property
     def activation(self) -> np.ndarray:
         """Mean positive activation per valid token, ``[items, N]`` (0 for an item without
         valid tokens): the value items are ranked by."""
         return _per_token(self.pos_sum, self.tokens)
 
-    @property
+    @functools.cached_property
     def firing_rate(self) -> np.ndarray:
         """Share of an item's valid tokens on which the neuron fires, ``[items, N]``."""
         return _per_token(self.fire_count, self.tokens)
