@@ -111,8 +111,8 @@ def _index_body(data: AtlasData, pairs: dict, histograms: dict[str, str]) -> str
         for culture, chosen in sorted(by_selector[selector].items()):
             effect = effects.get(culture)
             cells = (
-                f'<td class="num">{_fmt(effect.self * 100, 1)}</td>'
-                f'<td class="num">{_fmt(effect.cross * 100, 1)}</td>'
+                f'<td class="num">{_fmt(effect.self, 1)}</td>'
+                f'<td class="num">{_fmt(effect.cross, 1)}</td>'
                 if effect
                 else '<td class="muted">–</td><td class="muted">–</td>'
             )
