@@ -184,7 +184,7 @@ def test_selector_edit_plans_only_its_branch(finished_run, edit):
     # The selector's own branch, and the per-model analyses that read every selector.
     assert counts == {
         "select": 1, "ablate": 1, "matrices": 1, "figures": 1, "stability": 1, "overlap": 1,
-        "dose_response": 1, "summary": 1, "all": 1,
+        "atlas": 1, "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -198,7 +198,7 @@ def test_a_changed_reference_replans_its_layer_matched_control(finished_run):
     # mean and scale runs.
     assert counts == {
         "select": 2, "ablate": 2, "matrices": 2, "figures": 2, "stability": 1, "overlap": 1,
-        "ablate_intervention": 2, "matrices_intervention": 2, "figures_intervention": 2,
+        "atlas": 1, "ablate_intervention": 2, "matrices_intervention": 2, "figures_intervention": 2,
         "dose_response": 1, "summary": 1, "all": 1,
     }  # fmt: skip
 
@@ -216,7 +216,7 @@ def test_added_model_plans_only_its_branch(finished_run):
     # figure and summary follow. Nothing of the existing model reruns.
     assert counts == {
         "train_demo": 1, "record": 1, "attribute": 1, "select": 6,
-        "ablate": 6, "matrices": 6, "figures": 6, "stability": 1, "overlap": 1,
+        "ablate": 6, "matrices": 6, "figures": 6, "stability": 1, "overlap": 1, "atlas": 1,
         "control_effect": 1, "baseline_figure": 1, "ablate_intervention": 2,
         "matrices_intervention": 2, "figures_intervention": 2, "dose_response": 1,
         "summary": 1, "all": 1,

@@ -388,7 +388,7 @@ def test_added_model_plans_only_its_branch_dry_run(tmp_path):
         "ablate_intervention": n_scaled, "matrices_intervention": n_scaled,
         "figures_intervention": n_scaled, "dose_response": 1, "attribute": 1,
         "control_effect": 1, "stability": 1, "overlap": 1, "baseline_figure": 1, "summary": 1,
-        "all": 1, "total": 4 * n_selectors + 3 * n_scaled + 10,
+        "atlas": 1, "all": 1, "total": 4 * n_selectors + 3 * n_scaled + 11,
     }  # fmt: skip
     # Every planned model job is the new model's; nothing of the finished one reruns.
     outputs = re.findall(r"^\s+output: (.+)$", result.stdout, flags=re.MULTILINE)
@@ -575,7 +575,7 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
         "make_demo", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo",
         "record", "attribute", "select", "ablate", "ablate_shard", "control_effect",
         "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
-        "dose_response", "download_model", "download_dataset",
+        "dose_response", "download_model", "download_dataset", "atlas",
     }  # fmt: skip
     for name, (env, command) in rules.items():
         assert env is not None and command is not None, name
