@@ -128,7 +128,8 @@ def main() -> None:
     payload = json.dumps({
         "model": "paper-size", "store": str(store), "items": str(items), "masks": masks,
         "neurons_per_culture": NEURONS_PER_CULTURE, "top_k": TOP_K, "out_dir": str(site),
-        "export_out": str(export), "n_boot": N_BOOT,
+        "export_out": str(export), "figure_out": str(root / "atlas_layers.png"),
+        "n_boot": N_BOOT,
     })  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}
     child = subprocess.run(

@@ -149,7 +149,7 @@ def atlas_run(store_path, tmp_path_factory):
     masks = {"up": root / "up.zarr", "down": root / "down.zarr"}
     summaries = {"up": root / "up.summary.parquet"}
     n = atlas_stage("toy", store_path, root / "items.parquet", masks, 4, 3, root / "atlas",
-                    root / "atlas.jsonl", summaries, n_boot=50)  # fmt: skip
+                    root / "atlas.jsonl", root / "layers.png", summaries, n_boot=50)  # fmt: skip
     return root, n
 
 
@@ -206,6 +206,7 @@ def test_site_pages_show_the_store_and_link_only_to_files_that_exist(store_path,
     for page in pages:
         for link in re.findall(r'(?:href|src)="([^"#]+)"', page.read_text()):
             assert (page.parent / link).resolve().exists(), f"{page.name} links to {link}"
+    assert Image.open(root / "layers.png").size[0] > Image.open(site / "layers_up.png").size[0]
     thumbs = list((site / "thumbs").glob("*.jpg"))
     listed = {a["item_id"] for r in records for a in r["activations"] + r["lowest_activations"]}
     ds = xr.open_zarr(store_path, consolidated=False)
@@ -225,4 +226,5 @@ def test_stage_refuses_a_store_from_another_dataset(store_path, atlas_run, tmp_p
     items.to_parquet(tmp_path / "items.parquet")
     with pytest.raises(InputError, match="not in"):
         atlas_stage("toy", store_path, tmp_path / "items.parquet", {"up": root / "up.zarr"}, 2,
-                    2, tmp_path / "atlas", tmp_path / "atlas.jsonl", n_boot=10)  # fmt: skip
+                    2, tmp_path / "atlas", tmp_path / "atlas.jsonl", tmp_path / "layers.png",
+                    n_boot=10)  # fmt: skip

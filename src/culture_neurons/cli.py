@@ -427,6 +427,7 @@ def _add_atlas(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, required=True, help="items listed at each end")
     p.add_argument("--out-dir", required=True, help="results/{model}/atlas")
     p.add_argument("--export-out", required=True, help="results/{model}/atlas.jsonl")
+    p.add_argument("--figure-out", required=True, help="layer histograms (PNG, for the report)")
     _add_bootstrap_args(p, "item resamples per culture (profile intervals)")
     p.set_defaults(stage="culture_neurons.stages.atlas:atlas_stage")
 

@@ -67,22 +67,31 @@ def _pair_slug(a: str, b: str) -> str:
 
 
 # -- the index ----------------------------------------------------------------------------------
-def layer_histogram(data: AtlasData, selector: str, n_layers: int, path: Path) -> None:
-    """Chosen neurons per culture and layer of one selector, as a small heat map (PNG)."""
-    sets = data.sets()[selector]
-    cultures = sorted(sets)
-    counts = np.zeros((len(cultures), n_layers), int)
-    for row, culture in enumerate(cultures):
-        for layer, _ in sets[culture]:
-            counts[row, layer] += 1
-    fig, ax = plt.subplots(figsize=(min(2 + 0.25 * n_layers, 9), 0.8 + 0.22 * len(cultures)))
-    image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
-    ax.set_yticks(range(len(cultures)), cultures, fontsize=7)
-    ax.set_xlabel("layer", fontsize=8)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.set_title(f"{selector}: chosen neurons per layer", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=7)
+def layer_histograms(
+    data: AtlasData, selectors: list[str], n_layers: int, path: str | Path
+) -> None:
+    """Chosen neurons per culture and layer, one small heat map per selector side by side
+    (PNG): the site shows each selector's own, the report all of them."""
+    sets = data.sets()
+    fig, axes = plt.subplots(
+        1, len(selectors), squeeze=False,
+        figsize=(len(selectors) * min(2 + 0.25 * n_layers, 9),
+                 0.9 + 0.22 * max(len(sets[s]) for s in selectors)),
+    )  # fmt: skip
+    for ax, selector in zip(axes[0], selectors, strict=True):
+        cultures = sorted(sets[selector])
+        counts = np.zeros((len(cultures), n_layers), int)
+        for row, culture in enumerate(cultures):
+            for layer, _ in sets[selector][culture]:
+                counts[row, layer] += 1
+        image = ax.imshow(counts, aspect="auto", cmap="Blues", interpolation="nearest")
+        ax.set_yticks(range(len(cultures)), cultures, fontsize=7)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{selector}: chosen neurons per layer", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=7)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -260,7 +269,7 @@ def write_site(data: AtlasData, out_dir: str | Path, n_layers: int) -> list[Neur
     for selector in data.selectors:
         if data.sets()[selector]:
             name = f"layers_{selector}.png"
-            layer_histogram(data, selector, n_layers, out / name)
+            layer_histograms(data, [selector], n_layers, out / name)
             histograms[selector] = name
     pairs = data.pair_overlaps()
     title = f"Neuron atlas of {data.model}"

@@ -192,6 +192,11 @@ def atlas_export(model: str) -> str:
     return f"{RESULTS}/{model}/atlas.jsonl"
 
 
+def atlas_figure(model: str) -> str:
+    """The atlas's layer histograms of every selector (PNG), the report's entry to the site."""
+    return f"{model_figure(model, 'atlas_layers')}.png"
+
+
 # -- summary ------------------------------------------------------------------------------------
 def summary(name: str) -> str:
     """A cross-model table under results/summary (table2.csv, baseline_accuracy.csv, ...)."""

@@ -14,7 +14,7 @@ import pandas as pd
 from culture_neurons.atlas.choose import chosen_neurons, top_of_ranking
 from culture_neurons.atlas.export import write_export
 from culture_neurons.atlas.profile import culture_profile, top_items
-from culture_neurons.atlas.render import write_site
+from culture_neurons.atlas.render import layer_histograms, write_site
 from culture_neurons.atlas.scan import scan_store
 from culture_neurons.atlas.site import AtlasData, Effect
 from culture_neurons.atlas.thumbnails import write_thumbnails
@@ -45,12 +45,14 @@ def atlas_stage(
     top_k: int,
     out_dir: str | Path,
     export_out: str | Path,
+    figure_out: str | Path,
     summaries: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]] = (),
     *,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> int:
-    """Write the atlas of ``model`` into ``out_dir`` and its export to ``export_out``.
+    """Write the atlas of ``model`` into ``out_dir``, its export to ``export_out`` and the layer
+    histograms of every selector to ``figure_out`` (a PNG, for the report).
 
     ``masks``: selector instance -> mask store (its ranking gives each culture's
     ``neurons_per_culture`` best neurons); ``summaries``: selector -> its matrices summary (the
@@ -95,6 +97,8 @@ def atlas_stage(
         model, selectors, choices, activity, profile, top, bottom, table, thumbnails, effects
     )
     write_site(data, out, n_layers)
+    # Non-empty: some selector chose a neuron (checked above).
+    layer_histograms(data, [s for s in selectors if data.sets()[s]], n_layers, figure_out)
     records = write_export(data, export_out)
     log.info("atlas of %s: %d neurons in %.1f s", model, records, time.perf_counter() - start)
     return records
