@@ -70,15 +70,19 @@ def _pair_slug(a: str, b: str) -> str:
 def layer_histograms(
     data: AtlasData, selectors: list[str], n_layers: int, path: str | Path
 ) -> None:
-    """Chosen neurons per culture and layer, one small heat map per selector side by side
+    """Chosen neurons per culture and layer, one small heat map per selector, four to a row
     (PNG): the site shows each selector's own, the report all of them."""
     sets = data.sets()
+    columns = min(len(selectors), 4)  # a grid, so that many selectors stay readable
+    rows = -(-len(selectors) // columns)
     fig, axes = plt.subplots(
-        1, len(selectors), squeeze=False,
-        figsize=(len(selectors) * min(2 + 0.25 * n_layers, 9),
-                 0.9 + 0.22 * max(len(sets[s]) for s in selectors)),
+        rows, columns, squeeze=False,
+        figsize=(columns * min(2 + 0.25 * n_layers, 9),
+                 rows * (0.9 + 0.22 * max(len(sets[s]) for s in selectors))),
     )  # fmt: skip
-    for ax, selector in zip(axes[0], selectors, strict=True):
+    for ax in axes.flat[len(selectors) :]:
+        ax.set_visible(False)
+    for ax, selector in zip(axes.flat, selectors, strict=False):
         cultures = sorted(sets[selector])
         counts = np.zeros((len(cultures), n_layers), int)
         for row, culture in enumerate(cultures):
