@@ -73,6 +73,14 @@ def atlas_stage(
         raise InputError(f"no selector chose any neuron for the atlas of {model}: nothing to show")
     activation_store = open_store(store)
     n_layers = activation_store.group["fire_count"].shape[1]
+    # Checked before the long pass over the store: every stored item needs its question.
+    table = pd.read_parquet(items).set_index("item_id")
+    missing = sorted({str(i) for i in activation_store.group["item_id"][:]} - set(table.index))
+    if missing:
+        raise InputError(
+            f"{len(missing)} item(s) of the activation store are not in {items} (e.g. "
+            f"{missing[0]!r}): the store was recorded from another dataset"
+        )
     log.info("atlas of %s: %d neurons from %d selector(s)", model, len(neurons), len(selectors))
     begun = time.perf_counter()
     activity = scan_store(activation_store, neurons)
@@ -80,13 +88,6 @@ def atlas_stage(
     profile = culture_profile(activity, n_boot=n_boot, seed=seed)
     scores = activity.activation
     top, bottom = top_items(scores, top_k), top_items(scores, top_k, lowest=True)
-    table = pd.read_parquet(items).set_index("item_id")
-    missing = sorted(set(activity.item_id) - set(table.index))
-    if missing:
-        raise InputError(
-            f"{len(missing)} item(s) of the activation store are not in {items} (e.g. "
-            f"{missing[0]!r}): the store was recorded from another dataset"
-        )
     out = Path(out_dir)
     if out.exists():  # a rerun starts clean: no pages of neurons no longer chosen
         shutil.rmtree(out)
