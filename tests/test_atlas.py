@@ -228,3 +228,28 @@ def test_stage_refuses_a_store_from_another_dataset(store_path, atlas_run, tmp_p
         atlas_stage("toy", store_path, tmp_path / "items.parquet", {"up": root / "up.zarr"}, 2,
                     2, tmp_path / "atlas", tmp_path / "atlas.jsonl", tmp_path / "layers.png",
                     n_boot=10)  # fmt: skip
+
+
+def test_thumbnails_are_written_once_and_a_missing_image_names_its_item(tmp_path):
+    import os
+
+    import pandas as pd
+
+    from culture_neurons.atlas.thumbnails import write_thumbnails
+
+    _image_shard(tmp_path / "shard.parquet", 3)
+    table = pd.DataFrame({
+        "image_source": [str(tmp_path / "shard.parquet"), None, str(tmp_path / "shard.parquet")],
+        "image_row": [0, 1, 2],
+    }, index=["a/1", "b", "c"])  # fmt: skip
+    written = write_thumbnails(table, ["a/1", "b", "c", "c"], tmp_path / "thumbs")
+    assert written == {"a/1": "a_1.jpg", "c": "c.jpg"}  # the text item has none
+    stamp = (tmp_path / "thumbs" / "c.jpg").stat().st_mtime_ns
+    os.utime(tmp_path / "thumbs" / "c.jpg", ns=(stamp - 10**9, stamp - 10**9))
+    write_thumbnails(table, ["c"], tmp_path / "thumbs")
+    assert (tmp_path / "thumbs" / "c.jpg").stat().st_mtime_ns == stamp - 10**9  # not rewritten
+    table.loc["c", "image_source"] = str(tmp_path / "gone.parquet")
+    with pytest.raises(InputError, match="item c: image .*gone.parquet"):
+        write_thumbnails(table, ["c"], tmp_path / "other")
+    with pytest.raises(InputError, match="not in items.parquet"):
+        write_thumbnails(table, ["zzz"], tmp_path / "other")
