@@ -133,6 +133,7 @@ def atlas_run(store_path, tmp_path_factory):
         "image_source": [None if k % 3 == 0 else str(root / "shard.parquet")
                          for k in range(len(ids))],
         "image_row": list(range(len(ids))),
+        "label": [k % 4 for k in range(len(ids))],
     }).to_parquet(root / "items.parquet")  # fmt: skip
     # Two selectors ranking by the per-culture mean activation, one reversed: they overlap.
     tokens = ds.tokens.astype(np.float64).groupby("culture").sum()
@@ -177,6 +178,10 @@ def test_export_lists_each_neurons_top_items_and_profile_from_the_store(store_pa
             assert row["mean_activation"] == pytest.approx(
                 per_token[mine] @ tokens[mine] / tokens[mine].sum()
             )
+        position = {i: k for k, i in enumerate(ids)}
+        assert [a["label"] for a in record["activations"]] == [
+            position[a["item_id"]] % 4 for a in record["activations"]
+        ]
         assert {c["selector"] for c in record["chosen_by"]} <= {"up", "down"}
         assert all(c["rank"] < 4 for c in record["chosen_by"])
 
@@ -197,6 +202,9 @@ def test_site_pages_show_the_store_and_link_only_to_files_that_exist(store_path,
         positions = [page.index(a["item_id"] + "<") for a in record["activations"]]
         assert positions == sorted(positions)
         assert "&lt;b&gt;" in page and "<b>item" not in page
+        # One correct option marked per listed item, plus the mark in the two tables' headers.
+        listed = len(record["activations"]) + len(record["lowest_activations"])
+        assert page.count("✓") == 2 + listed
         assert f"neurons/L{record['layer']}-N{record['index']}.html" in index
     # Each culture's self effect of selector up, in points as the summary holds them.
     wanted = (">-17.2<", ">-4.7<", ">-1.6<")

@@ -29,6 +29,8 @@ def _example(example: Example) -> dict[str, Any]:
         "firing_rate": example.firing_rate,
         "options": example.options,
         "answer": example.answer,
+        "choice": example.choice,
+        "label": example.label,
         "correct": example.correct,
         "thumbnail": example.thumbnail,
     }

@@ -197,7 +197,8 @@ def _examples_table(examples: list[Example]) -> str:
             else '<div class="notext">text item</div>'
         )
         options = "".join(
-            f"<li{' class=chosen' if k == e.choice else ''}>{escape(o)}</li>"
+            f"<li{' class=chosen' if k == e.choice else ''}>{escape(o)}"
+            f"{' <span class=ok>✓</span>' if k == e.label else ''}</li>"
             for k, o in enumerate(e.options)
         )
         verdict = {1: '<span class="ok">correct</span>', 0: '<span class="bad">wrong</span>'}
@@ -210,9 +211,8 @@ def _examples_table(examples: list[Example]) -> str:
         )
     return (
         "<table><tr><th>image</th><th>culture</th><th>activation</th><th>firing rate</th>"
-        "<th>question and options (the model's choice in bold)</th><th>model's answer</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<th>question and options (the model's choice in bold, ✓ the correct one)</th>"
+        "<th>model's answer</th></tr>" + "".join(rows) + "</table>"
     )
 
 

@@ -31,10 +31,17 @@ class Example:
     options: list[str]
     answer: str
     choice: int
+    label: int  # the correct option, -1 when the labels are hidden
     correct: int
     activation: float
     firing_rate: float
     thumbnail: str | None
+
+
+def _label(item: pd.Series) -> int:
+    """The correct option of an items.parquet row; -1 without one (hidden labels, NaN)."""
+    label = item.get("label")
+    return -1 if label is None or pd.isna(label) else int(label)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,9 @@ class AtlasData:
             options=[str(o) for o in item["options"]],
             answer=str(activity.answer[row]),
             choice=int(activity.choice[row]),
+            label=int(item["label"])
+            if "label" in item.index and item["label"] == item["label"]
+            else -1,
             correct=int(activity.correct[row]),
             activation=float(activity.activation[row, column]),
             firing_rate=float(activity.firing_rate[row, column]),
