@@ -162,7 +162,8 @@ def main() -> None:
         "target": {"wall_s": 300, "peak_rss_gib": 4},
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "log_tail": child.stderr.strip().splitlines()[-6:],
+        # The stage's own timings (store read, thumbnails, pages), not its progress bars.
+        "log": [line for line in child.stderr.splitlines() if line.startswith("INFO")],
     }  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
