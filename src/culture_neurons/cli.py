@@ -194,6 +194,26 @@ def _add_record(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(stage="culture_neurons.stages.record:record_stage")
 
 
+def _add_record_site(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record-site",
+        help="activation statistics of one more site (vision_mlp, attention_heads) of a model",
+    )
+    p.add_argument("--items", required=True, help="results/data/{dataset}/items.parquet")
+    p.add_argument("--data-report", required=True, help="its report.json (for the fingerprint)")
+    p.add_argument(
+        "--baseline", required=True, help="results/{model}/baseline/identification.parquet"
+    )
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", type=_json_object, required=True, help="the models: entry as JSON")
+    p.add_argument("--site", required=True, choices=["vision_mlp", "attention_heads"])
+    p.add_argument("--batch-size", type=int, default=STAGE_DEFAULT)
+    p.add_argument("--chunk-items", type=int, default=STAGE_DEFAULT, help="items per chunk")
+    p.add_argument("--store", required=True, help="results/{model}/sites/{site}.zarr")
+    p.add_argument("--report", required=True, help="results/{model}/sites/{site}.json")
+    p.set_defaults(stage="culture_neurons.stages.record_site:record_site_stage")
+
+
 def _add_train_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-demo", help="train the demo VLM on the demo's train portion")
     p.add_argument("--items", required=True, help="results/data/demo/items.parquet")
@@ -435,7 +455,7 @@ def _add_atlas(sub: argparse._SubParsersAction) -> None:
 # In `culture-neurons --help` order; each name has its `_add_<name>` parser builder above.
 SUBCOMMANDS = [
     "download_model", "download_dataset", "make_demo", "prepare_data", "prepare_task",
-    "prepare_checkpoint", "train_demo", "record",
+    "prepare_checkpoint", "train_demo", "record", "record_site",
     "attribute", "select", "ablate", "ablate_shard", "control_effect", "matrices", "figures",
     "baseline_figure", "summary", "dose_response", "stability", "overlap", "atlas", "bench",
     "estimate",

@@ -226,6 +226,11 @@ rule summary:
             caption="../report/table2_sweep.rst",
             category="Table 2",
         ),
+        sites=[
+            layout.summary(f"table2_{site}{ext}")
+            for site in PLAN.extra_sites
+            for ext in (".csv", ".md", ".tex", "_significance.csv")
+        ],
     log:
         "logs/summary.log",
     conda:

@@ -82,7 +82,7 @@ def get_ablate_input(wildcards):
         "model": get_model_input(wildcards),
     }
     if PLAN.interventions[intervention_of(wildcards)].needs_means:
-        inputs["store"] = layout.activations(wildcards.model)
+        inputs["store"] = PLAN.selector_store(wildcards.model, wildcards.selector)
     return inputs
 
 
@@ -112,7 +112,7 @@ def get_control_effect_input(wildcards):
 def get_overlap_input(wildcards):
     model = wildcards.model
     return {
-        "masks": [layout.masks(model, s) for s in PLAN.selectors],
+        "masks": [layout.masks(model, s) for s in PLAN.decoder_selectors],
         "matrices": [
             layout.matrix(model, s, HEADLINE) for s in PLAN.culture_specific_selectors
         ],
@@ -204,12 +204,18 @@ def get_ablate_gpus(wildcards):
     return 0 if PLAN.gathers_only(wildcards.model) else get_gpus(wildcards)
 
 
+def job_name(wildcards):
+    """What names a model job besides its model: the selector of an ablate job, the site of
+    a record_site job."""
+    return wildcards.get("selector", wildcards.get("site", ""))
+
+
 def get_mem_mb(wildcards, attempt, rulename):
     return PLAN.mem_mb(
         rulename,
         wildcards.model,
         attempt,
-        wildcards.get("selector", ""),
+        job_name(wildcards),
         intervention_of(wildcards),
     )
 
@@ -219,6 +225,6 @@ def get_runtime(wildcards, attempt, rulename):
         rulename,
         wildcards.model,
         attempt,
-        wildcards.get("selector", ""),
+        job_name(wildcards),
         intervention_of(wildcards),
     )

@@ -38,6 +38,7 @@ from culture_neurons.models import load_adapter_for_masks
 from culture_neurons.models.loading import model_provenance
 from culture_neurons.models.spec import AdapterSpec, model_spec_from_config
 from culture_neurons.record.store import identification_means, open_store
+from culture_neurons.selection.conventions import DECODER_MLP
 from culture_neurons.selection.masks import masks_at_ratio, read_masks, read_ranks
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class AblateWork:
     bounds: list[tuple[int, int]]  # [start, stop) rows of each chunk
     manifest: dict[str, Any]
     provenance: dict[str, str | None]  # the model that answers (`model_provenance`)
+    site: str = DECODER_MLP  # whose units the masks are (`culture_neurons.models.sites`)
 
 
 def plan_work(
@@ -134,7 +136,8 @@ def plan_work(
     """The masks, rows and chunks of an ablate job, without loading the model."""
     checked_ceiling(batch_size, max_batch_size)  # before anything is read
     kind = parse_intervention(intervention or {"kind": "zero"}, "--intervention")
-    _, cultures, _ = read_masks(masks)
+    _, cultures, mask_attrs = read_masks(masks)
+    site = mask_attrs.get("site", DECODER_MLP)
     chosen = list(cultures) if list(sources) == ["all"] else list(sources)
     keys, selected, headline = sweep_masks(masks, chosen, ratios)
     means = None
@@ -166,6 +169,8 @@ def plan_work(
         "max_new_tokens": max_new_tokens,
         "chunk_items": size,
     }
+    if site != DECODER_MLP:  # a decoder job's manifest stays as it was: its partials resume
+        manifest["site"] = site
     return AblateWork(
         keys=keys,
         headline=headline,
@@ -176,6 +181,7 @@ def plan_work(
         bounds=chunk_bounds(len(evaluation), size),
         manifest=json.loads(json.dumps(manifest)),  # as read back from the manifest file
         provenance=model_provenance(AdapterSpec.from_mapping(spec)),
+        site=site,
     )
 
 
@@ -199,7 +205,7 @@ def answer_chunks(
     if not todo:
         log.info("%s: all %d chunks already answered", desc, len(chunks))
         return
-    adapter = load_adapter_for_masks(model, work.factor.shape)
+    adapter = load_adapter_for_masks(model, work.factor.shape, work.site)
     factor = torch.from_numpy(work.factor)
     offset = None if work.offset is None else torch.from_numpy(work.offset)
     total = sum(answers[i] for i in chunks)
@@ -216,6 +222,7 @@ def answer_chunks(
                 max_new_tokens=max_new_tokens,
                 desc=f"chunk {chunk + 1}/{len(work.bounds)}",
                 max_batch_size=ceiling,
+                site=work.site,
             )
             partial.write_chunk(chunk, tables)
             bar.update(answers[chunk])

@@ -180,8 +180,20 @@ def plot_ablation_heatmaps(matrix: pd.DataFrame, title: str, out_prefix: str | P
     return _save(fig, out_prefix)
 
 
+#: The axes of a site's layer distribution: (layer axis, unit name).
+SITE_AXES: dict[str, tuple[str, str]] = {
+    "decoder_mlp": ("decoder layer", "neurons"),
+    "vision_mlp": ("vision-tower layer", "neurons"),
+    "attention_heads": ("decoder layer", "heads"),
+}
+
+
 def plot_layer_distribution(
-    selected: np.ndarray, cultures: Sequence[str], title: str, out_prefix: str | Path
+    selected: np.ndarray,
+    cultures: Sequence[str],
+    title: str,
+    out_prefix: str | Path,
+    site: str = "decoder_mlp",
 ) -> list[Path]:
     """Selected neurons per layer (x) and culture (y) on a log colour scale (Figure 5).
 
@@ -192,7 +204,9 @@ def plot_layer_distribution(
         cultures: culture names, one per first-axis entry.
         title: figure title, e.g. ``"Qwen2.5-VL-7B, CAS"``.
         out_prefix: path without extension.
+        site: whose units the mask holds (`SITE_AXES`), for the axis labels.
     """
+    layer_axis, units = SITE_AXES[site]
     selected = np.asarray(selected)
     if selected.ndim != 3:
         raise InputError(f"selected must be [culture, layer, neuron], got shape {selected.shape}")
@@ -216,15 +230,16 @@ def plot_layer_distribution(
     ax.set_xticks(range(0, n_layers, step), [str(k) for k in range(0, n_layers, step)])
     ax.set_yticks(range(n_cultures), [str(c) for c in cultures])
     ax.tick_params(labelsize=7, length=0)
-    ax.set_xlabel("decoder layer")
+    ax.set_xlabel(layer_axis)
     ax.set_ylabel("culture")
-    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="selected neurons (log scale)")
+    label = f"selected {units} (log scale)"
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label=label)
     # Plain numbers at 1-2-5 steps: powers of ten alone leave a 1..30 scale with two labels.
     bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     bar.ax.yaxis.set_minor_formatter(NullFormatter())
     if top == 0:
-        ax.text(0.5, 0.5, "no neurons selected", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"no {units} selected", ha="center", va="center", transform=ax.transAxes)
     ax.set_title(title)
     return _save(fig, out_prefix)
 

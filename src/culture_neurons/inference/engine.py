@@ -37,6 +37,8 @@ from culture_neurons.inference.scheduler import run_batches
 from culture_neurons.models import apply_keep_masks, record_activation_stats
 from culture_neurons.models.base import ModelAdapter
 from culture_neurons.models.hooks import KeepMasks
+from culture_neurons.models.sites import intervene_site
+from culture_neurons.selection.conventions import DECODER_MLP, VISION_MLP
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +183,16 @@ def reference_answers(
     max_new_tokens: int,
     keep: torch.Tensor | None = None,
     offset: torch.Tensor | None = None,
+    site: str = DECODER_MLP,
 ) -> list[str]:
-    """The plain loop the fast path must match: `generate()` one item at a time, one bank."""
+    """The plain loop the fast path must match: `generate()` one item at a time, one bank (on
+    the units of ``site``)."""
     texts = []
     for position in range(len(rows)):  # one image decoded at a time
         batch = adapter.build_batch(model_items(adapter, rows.iloc[position : position + 1]))
-        modules = adapter.act_fn_modules()
         with ExitStack() as stack:
             if keep is not None:
-                stack.enter_context(apply_keep_masks(modules, keep, offset=offset))
+                stack.enter_context(intervene_site(adapter, site, keep, offset=offset))
             new_tokens = adapter.generate(batch, max_new_tokens=max_new_tokens)
         texts.append(adapter.decode(new_tokens)[0].strip())
     return texts
@@ -292,6 +295,7 @@ def answer_masked(
     max_batch_size: int | None = None,
     drafts: bool | None = None,
     stats: DecodeStats | None = None,
+    site: str = DECODER_MLP,
 ) -> list[pd.DataFrame]:
     """Answer every row under each of the ``keep`` masks ([M, L, D]; None: unmasked); one table
     per mask, rows in the order given. ``offset`` (``[M, L, D]``) adds a constant per bank after
@@ -315,6 +319,10 @@ def answer_masked(
     draft saves pays; on a CPU a prefill token costs about what a step's token does, and drafts
     did not pay even at 97% acceptance (benchmarks/cpu). ``stats`` collects the decoder calls
     and how many rows the drafts finished.
+
+    ``site`` says whose units the banks are (`culture_neurons.models.sites`): the decoder MLP's
+    and the attention heads' act in the decoder calls; a vision site's act in the vision tower,
+    so each item's prompt is captured once per mask instead of once.
     """
     n_masks = 1 if keep is None else keep.shape[0]
     settings = GreedySettings.from_model(adapter.model)
@@ -328,7 +336,7 @@ def answer_masked(
         memory=batch_memory.model_memory(adapter.model) if max_batch_size else None,
     )
     stats = stats if stats is not None else DecodeStats()
-    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats)
+    runner = _BatchRunner(adapter, keep, settings, max_new_tokens, sizer, offset, stats, site)
     runner.drafting.on = bool(drafts) and keep is not None
     windows = [
         range(first, min(first + per_window, len(rows)))
@@ -349,8 +357,10 @@ def answer_masked(
         tqdm(total=len(rows) * n_masks, desc=desc, unit="item", mininterval=2.0) as progress,
     ):
         for window, window_items in loaded:
-            prompts = _window_prompts(adapter, window, window_items, batch_size)
-            by_length = sorted(window, key=lambda i: prompts[i].length)
+            unmasked = _window_prompts(adapter, window, window_items, batch_size)
+            prompts = _pair_prompts(adapter, site, keep, offset, window, window_items, unmasked,
+                                    batch_size)  # fmt: skip
+            by_length = sorted(window, key=lambda i: unmasked[i].length)
             if runner.drafting.on:
                 runner.draft(by_length, prompts)
             pairs = [(item, mask) for item in by_length for mask in range(n_masks)]
@@ -378,6 +388,35 @@ def _window_prompts(
     return prompts
 
 
+PairPrompts = dict[tuple[int, int], Prompt]
+
+
+def _pair_prompts(
+    adapter: ModelAdapter,
+    site: str,
+    keep: torch.Tensor | None,
+    offset: torch.Tensor | None,
+    window: range,
+    items: Sequence[dict[str, Any]],
+    unmasked: dict[int, Prompt],
+    batch_size: int,
+) -> PairPrompts:
+    """The prompt of every (row, mask) pair of a window, (row, `UNMASKED`) included: the
+    unmasked one for banks acting in the decoder, one captured under each bank for a site in
+    the vision tower (the bank changes the image features the decoder receives)."""
+    n_masks = 0 if keep is None else keep.shape[0]
+    prompts: PairPrompts = {(row, UNMASKED): prompt for row, prompt in unmasked.items()}
+    if keep is None or site != VISION_MLP:
+        prompts.update({(row, m): p for row, p in unmasked.items() for m in range(n_masks)})
+        return prompts
+    for m in range(n_masks):
+        bank_offset = None if offset is None else offset[m : m + 1]
+        with intervene_site(adapter, site, keep[m : m + 1], offset=bank_offset):
+            captured = _window_prompts(adapter, window, items, batch_size)
+        prompts.update({(row, m): p for row, p in captured.items()})
+    return prompts
+
+
 class _BatchRunner:
     """Runs (item, mask) pairs in batches under the run's out-of-memory strategy
     (`culture_neurons.inference.scheduler`), with or without each item's draft."""
@@ -391,8 +430,10 @@ class _BatchRunner:
         sizer: BatchSizer,
         offset: torch.Tensor | None = None,
         stats: DecodeStats | None = None,
+        site: str = DECODER_MLP,
     ) -> None:
         self.adapter = adapter
+        self.site = site
         self.keep = keep
         self.offset = offset
         self.stats = stats if stats is not None else DecodeStats()
@@ -402,7 +443,7 @@ class _BatchRunner:
         self.max_new_tokens = max_new_tokens
         self.sizer = sizer
 
-    def draft(self, items: Sequence[int], prompts: dict[int, Prompt]) -> None:
+    def draft(self, items: Sequence[int], prompts: PairPrompts) -> None:
         """Each item's unmasked answer becomes the draft of its masked rows; decoded through
         `run`, so the drafts' batches share its sizing and out-of-memory halving."""
         self.drafts = None
@@ -411,13 +452,13 @@ class _BatchRunner:
         self.drafts = dict(zip(items, decoded, strict=True))
 
     def run(
-        self, pairs: Sequence[tuple[int, int]], prompts: dict[int, Prompt], progress: tqdm
+        self, pairs: Sequence[tuple[int, int]], prompts: PairPrompts, progress: tqdm
     ) -> list[list[int]]:
         """The generated tokens of every (item, mask) pair; mask `UNMASKED`: no intervention."""
 
         def width(chunk: Sequence[tuple[int, int]]) -> int:
             """Padded width of a batch of ``chunk``, new tokens included."""
-            return max(prompts[item].length for item, _ in chunk) + self.max_new_tokens
+            return max(prompts[pair].length for pair in chunk) + self.max_new_tokens
 
         def answer(chunk: Sequence[tuple[int, int]]) -> list[list[int]]:
             drafting = self.drafts is not None and self.drafting.on
@@ -436,17 +477,18 @@ class _BatchRunner:
     def _answer(
         self,
         chunk: Sequence[tuple[int, int]],
-        prompts: dict[int, Prompt],
+        prompts: PairPrompts,
         drafting: bool,
     ) -> list[list[int]]:
-        row_prompts = [prompts[item] for item, _ in chunk]
-        masked = self.keep is not None and chunk[0][1] != UNMASKED
+        row_prompts = [prompts[pair] for pair in chunk]
+        # A vision site's banks are in the prompts already (`_pair_prompts`).
+        masked = self.keep is not None and chunk[0][1] != UNMASKED and self.site != VISION_MLP
         with ExitStack() as stack:
             masks = None
             if masked:
                 index = torch.tensor([mask for _, mask in chunk], dtype=torch.long)
                 masks = stack.enter_context(
-                    apply_keep_masks(self.adapter.act_fn_modules(), self.keep, index, self.offset)
+                    intervene_site(self.adapter, self.site, self.keep, index, self.offset)
                 )
             tokens = greedy_decode(
                 self.adapter,

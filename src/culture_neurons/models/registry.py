@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from culture_neurons.errors import InputError
+from culture_neurons.selection.conventions import DECODER_MLP
 
 from .base import ModelAdapter
 from .spec import AdapterSpec, model_spec_from_config
@@ -39,13 +40,22 @@ def load_adapter(spec: Mapping[str, Any] | AdapterSpec) -> ModelAdapter:
     return get_adapter(spec.family).from_spec(spec)
 
 
-def load_adapter_for_masks(entry: Mapping[str, Any], mask_shape: tuple[int, ...]) -> ModelAdapter:
-    """The adapter of a workflow model ``entry``, refusing masks (``[..., layers, neurons]``)
-    made for another model before any item is answered."""
+def load_adapter_for_masks(
+    entry: Mapping[str, Any], mask_shape: tuple[int, ...], site: str = DECODER_MLP
+) -> ModelAdapter:
+    """The adapter of a workflow model ``entry``, refusing masks (``[..., layers, units]``)
+    made for another model or site before any item is answered."""
     adapter = load_adapter(model_spec_from_config(entry))
-    if tuple(mask_shape[-2:]) != (adapter.n_layers, adapter.n_neurons):
+    if site == DECODER_MLP:
+        shape, units = (adapter.n_layers, adapter.n_neurons), "decoder-MLP neurons"
+    else:
+        from .sites import site_shape  # sites imports the adapters this module loads
+
+        found = site_shape(adapter, site)
+        shape, units = (found.n_layers, found.n_units), f"{site} units"
+    if tuple(mask_shape[-2:]) != shape:
         raise InputError(
             f"mask shape {tuple(mask_shape[-2:])} does not fit the model's "
-            f"{adapter.n_layers} x {adapter.n_neurons} decoder-MLP neurons"
+            f"{shape[0]} x {shape[1]} {units}"
         )
     return adapter

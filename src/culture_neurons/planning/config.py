@@ -13,6 +13,7 @@ from culture_neurons.data.labels import HIDDEN_LABELS_HELP
 from culture_neurons.planning import layout
 from culture_neurons.planning.plan import Plan
 from culture_neurons.selection import registry
+from culture_neurons.selection.conventions import ATTENTION_HEADS
 from culture_neurons.selection.registry import has_ranking, is_control, is_culture_independent
 
 
@@ -90,6 +91,22 @@ def check_sweeps(plan: Plan) -> None:
                 )
 
 
+def check_sites(plan: Plan) -> None:
+    """Each site's selectors can run there (`planning.work.selector_instances` refuses the
+    others), and no intervention patches a mean into attention heads (their mean output vector
+    is not recorded: docs/sites.md)."""
+    instances = plan.selectors
+    for name, selectors in plan.intervention_runs.items():
+        if not plan.interventions[name].needs_means:
+            continue
+        heads = [s for s in selectors if plan.site_of(s) == ATTENTION_HEADS and s in instances]
+        if heads:
+            raise ValueError(
+                f"interventions: {name} patches identification means, which attention heads do "
+                f"not record; give it selectors: without {', '.join(heads)}"
+            )
+
+
 def check_hidden_labels(plan: Plan, warn: Callable[[str], Any]) -> None:
     """Warn at parse time (dry runs included), before any GPU hour is spent."""
     if plan.labels_hidden:
@@ -106,4 +123,5 @@ def check_config(plan: Plan, info: Callable[[str], Any], warn: Callable[[str], A
     check_batch_sizes(plan)
     check_controls(plan)
     check_sweeps(plan)
+    check_sites(plan)
     check_hidden_labels(plan, warn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from culture_neurons.ablation.conditions import HEADLINE, ratio_label
 from culture_neurons.ablation.partial import partial_dir
+from culture_neurons.selection.conventions import DECODER_MLP
 
 RESULTS = "results"
 SUMMARY_DIR = f"{RESULTS}/summary"
@@ -64,8 +65,16 @@ def checkpoint_dir(model: str) -> str:
 
 
 # -- record, attribute, select ------------------------------------------------------------------
-def activations(model: str) -> str:
-    return f"{RESULTS}/{model}/activations.zarr"
+def activations(model: str, site: str = DECODER_MLP) -> str:
+    """The activation store of one site: the decoder MLP's, or rule record_site's of another."""
+    if site == DECODER_MLP:
+        return f"{RESULTS}/{model}/activations.zarr"
+    return f"{RESULTS}/{model}/sites/{site}.zarr"
+
+
+def site_report(model: str, site: str) -> str:
+    """Rule record_site's report: units, time and store bytes per item."""
+    return f"{RESULTS}/{model}/sites/{site}.json"
 
 
 def baseline_dir(model: str) -> str:

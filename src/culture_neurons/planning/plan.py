@@ -45,7 +45,7 @@ from culture_neurons.planning.work import (
     tokens_per_s,
 )
 from culture_neurons.selection import registry
-from culture_neurons.selection.conventions import ALL_CULTURES
+from culture_neurons.selection.conventions import ALL_CULTURES, DECODER_MLP, split_site
 from culture_neurons.selection.registry import is_culture_independent
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,21 @@ class Plan:
     @functools.cached_property
     def selectors(self) -> dict[str, dict[str, Any]]:
         """Selector instance name -> parameters (with 'method'); seeds expand to one each."""
-        return selector_instances(self.config["selectors"])
+        return selector_instances(self.config["selectors"], self.config["sites"])
+
+    @property
+    def extra_sites(self) -> list[str]:
+        """The configured sites other than the decoder MLP (docs/sites.md), in config order."""
+        return [site for site in self.config["sites"] if site != DECODER_MLP]
+
+    def site_of(self, selector: str) -> str:
+        return split_site(selector)[0]
+
+    @property
+    def decoder_selectors(self) -> list[str]:
+        """The instances at the decoder MLP: what the analyses across selectors (overlap,
+        stability, the atlas, the control effect) compare, one unit space for all."""
+        return [s for s in self.selectors if self.site_of(s) == DECODER_MLP]
 
     def method(self, selector: str) -> str:
         return self.selectors[selector]["method"]
@@ -270,7 +284,7 @@ class Plan:
         """The store a selector scores: the attribution store or the activation store."""
         if self.is_attribution_selector(selector):
             return layout.attribution_store(model)
-        return layout.activations(model)
+        return layout.activations(model, self.site_of(selector))
 
     @property
     def attribution_selectors(self) -> list[str]:
@@ -278,7 +292,7 @@ class Plan:
 
     @property
     def culture_specific_selectors(self) -> list[str]:
-        return [s for s in self.selectors if not is_culture_independent(self.method(s))]
+        return [s for s in self.decoder_selectors if not is_culture_independent(self.method(s))]
 
     @property
     def data_driven_selectors(self) -> dict[str, dict[str, Any]]:
@@ -287,7 +301,7 @@ class Plan:
         return {
             name: params
             for name, params in self.selectors.items()
-            if registry.is_data_driven(params["method"])
+            if registry.is_data_driven(params["method"]) and name in self.decoder_selectors
         }
 
     def sources_of(self, selector: str) -> list[str]:
@@ -309,9 +323,9 @@ class Plan:
             return self.culture_specific_selectors
         chosen: list[str] = []
         for name in wanted:
-            matches = [s for s in self.selectors if s == name or SEEDED.sub("", s) == name]
+            matches = [s for s in self.decoder_selectors if s == name or SEEDED.sub("", s) == name]
             if not matches:
-                known = ", ".join(self.selectors)
+                known = ", ".join(self.decoder_selectors)
                 raise ValueError(f"atlas.selectors: unknown selector {name!r}; one of {known}")
             independent = [m for m in matches if is_culture_independent(self.method(m))]
             if independent:
@@ -339,7 +353,7 @@ class Plan:
         """Culture-independent selectors whose masks the control task measures."""
         if "control" not in self.extra_tasks():
             return []
-        return [s for s in self.selectors if is_culture_independent(self.method(s))]
+        return [s for s in self.decoder_selectors if is_culture_independent(self.method(s))]
 
     # -- ratios and interventions ----------------------------------------------------------
     @property
@@ -426,11 +440,14 @@ class Plan:
         targets += [layout.summary(f"table2_sweep{ext}") for ext in (".csv", ".md")]
         targets += [layout.summary(f"table2{ext}") for ext in (".csv", ".md", ".tex")]
         targets.append(layout.summary("table2_significance.csv"))
+        for site in self.extra_sites:
+            targets += [layout.summary(f"table2_{site}{ext}") for ext in (".csv", ".md", ".tex")]
         return targets
 
     def model_targets(self, model: str) -> list[str]:
         """One model's final targets: its store, baselines, figures and every sweep folder."""
         targets = [layout.activations(model), layout.baseline(model, "evaluation")]
+        targets += [layout.activations(model, site) for site in self.extra_sites]
         for selector in self.selectors:
             for figure in ("ablation", "layers", "significance"):
                 targets += layout.figure_files(
@@ -532,6 +549,8 @@ class Plan:
             return None
         # ablate, ablate_intervention and a shard of either share one ablate Job (its shards).
         kind, name = rulename, model
+        if rulename == "record_site":
+            name = selector  # the site (`job_name` in common.smk)
         if rulename.startswith("ablate"):
             kind = "ablate" if intervention == HEADLINE else "ablate_intervention"
             name = selector if intervention == HEADLINE else f"{intervention}/{selector}"

@@ -111,7 +111,7 @@ def control_effect(plan: Plan, masks: list[str], ablations: list[str]) -> str:
 
 def overlap(plan: Plan, masks: list[str], matrices: list[str]) -> str:
     return (
-        f"--masks {named(zip(plan.selectors, masks, strict=True))}"
+        f"--masks {named(zip(plan.decoder_selectors, masks, strict=True))}"
         f" --matrices {named(zip(plan.culture_specific_selectors, matrices, strict=True))}"
     )
 

@@ -19,11 +19,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from culture_neurons.ablation.conditions import HEADLINE, intervention_selectors, parse_ratios
+from culture_neurons.ablation.conditions import (
+    HEADLINE,
+    SEEDED,
+    intervention_selectors,
+    parse_ratios,
+)
+from culture_neurons.selection.conventions import DECODER_MLP, site_instance
 from culture_neurons.selection.registry import (
     ATTRIBUTION_STORE,
     input_store,
     is_culture_independent,
+    spec,
 )
 
 #: Prompt tokens per item (image + question + options + template) when a model does not state
@@ -97,20 +104,68 @@ class Job:
 
 
 # ------------------------------------------------------------------------------- the plan
-def selector_instances(selectors: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Selector instance -> parameters with 'method'; seeds expand to one instance each (the
-    workflow's plan, `Plan.selectors`, is this)."""
-    instances = {}
+def selector_instances(
+    selectors: Mapping[str, Any], sites: Mapping[str, Sequence[str] | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Selector instance -> parameters with 'method'; seeds expand to one instance each, and
+    each site of ``sites`` (site -> config keys, None: all; default the decoder MLP alone) to
+    its own instances, named by `site_instance` (the workflow's plan, `Plan.selectors`, is
+    this). A control's reference names the instance at the control's own site."""
+    per_key: dict[str, dict[str, dict[str, Any]]] = {}
     for name, entry in selectors.items():
         params = dict(entry or {})
         method = params.pop("method", name)
         seeds = params.pop("seeds", None)
         if seeds is None:
-            instances[name] = {"method": method, **params}
+            per_key[name] = {name: {"method": method, **params}}
         else:
-            for seed in seeds:
-                instances[f"{name}-s{seed}"] = {"method": method, **params, "seed": seed}
+            per_key[name] = {
+                f"{name}-s{seed}": {"method": method, **params, "seed": seed} for seed in seeds
+            }
+    instances = {}
+    for site, names in (sites or {DECODER_MLP: None}).items():
+        chosen = list(selectors) if names is None else list(names)
+        for name in chosen:
+            if name not in per_key:
+                raise ValueError(
+                    f"sites.{site}: unknown selector {name!r}; configured: {', '.join(selectors)}"
+                )
+            for instance, params in per_key[name].items():
+                instances[site_instance(site, instance)] = _at_site(
+                    site, name, params, chosen, per_key
+                )
     return instances
+
+
+def _at_site(
+    site: str,
+    name: str,
+    params: dict[str, Any],
+    chosen: Sequence[str],
+    per_key: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One instance's parameters at ``site``, refused where its method cannot run there."""
+    if site == DECODER_MLP:
+        return params
+    method = params["method"]
+    if input_store(method) == ATTRIBUTION_STORE:
+        raise ValueError(
+            f"sites.{site}: {name} scores the attribution store, which holds decoder-MLP "
+            "neurons only; list it under decoder_mlp alone"
+        )
+    reference = spec(method).reference
+    if reference is None or reference not in params:
+        return params
+    target = params[reference]
+    key = SEEDED.sub("", target)
+    if target not in per_key and key not in per_key:
+        return params  # an unknown reference is the select stage's error, as at the decoder
+    if (target if target in per_key else key) not in chosen:
+        raise ValueError(
+            f"sites.{site}: {name} is matched to {target}, which is not selected at {site}; "
+            f"add {target} to sites.{site}"
+        )
+    return {**params, reference: site_instance(site, target)}
 
 
 def masks_of(method: str, n_cultures: int) -> int:
@@ -122,7 +177,7 @@ def masks_of(method: str, n_cultures: int) -> int:
 def ablate_runs(config: Mapping[str, Any], n_cultures: int) -> list[tuple[str, str, int]]:
     """(selector instance, intervention, masks) of every ablate job of one model: its masks are
     each source culture's at each swept ratio."""
-    instances = selector_instances(config["selectors"])
+    instances = selector_instances(config["selectors"], config.get("sites"))
     ratios = parse_ratios(config["ratio"], config.get("ratios"))
     runs = intervention_selectors(config.get("interventions"), instances)
     return [
@@ -160,6 +215,11 @@ def model_jobs(
             round((counts.identification * RECORD_OVERHEAD + counts.evaluation) * per_answer),
         )
     ]
+    # A site's recording is one prompt forward per identification item, no generation.
+    for site in config.get("sites") or ():
+        if site != DECODER_MLP:
+            tokens = round(counts.identification * RECORD_OVERHEAD * prompt_tokens(model))
+            jobs.append(Job("record_site", name, site, 0, 0, tokens))
     shards = int(model.get("ablate_shards", 1))
     for selector, intervention, masks in ablate_runs(config, n_cultures):
         answers = counts.evaluation * masks
@@ -167,7 +227,7 @@ def model_jobs(
         rule = "ablate" if headline else "ablate_intervention"
         job = selector if headline else f"{intervention}/{selector}"
         jobs.append(Job(rule, name, job, masks, answers, answers * per_answer, shards))
-    instances = selector_instances(config["selectors"])
+    instances = selector_instances(config["selectors"], config.get("sites"))
     if any(input_store(p["method"]) == ATTRIBUTION_STORE for p in instances.values()):
         scored = counts.identification + counts.control_identification
         tokens = scored * prompt_tokens(model) * ATTRIBUTION_FORWARDS

@@ -8,7 +8,7 @@ cultures or changing the filter needs no model run, only this sum.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,3 +95,25 @@ def aggregate(store: ActivationStore, *, only_correct: bool = True) -> CultureAg
             items_total[i],
         )
     return result
+
+
+#: A store's ``statistic`` attribute for units whose per-token value is an output norm
+#: (attention heads, `culture_neurons.models.sites`): the norm is above 0 on every token.
+NORM_STATISTIC = "l2_norm"
+
+
+def relative_magnitude(agg: CultureAggregates) -> CultureAggregates:
+    """The aggregates of norm-valued units as the firing selectors read them.
+
+    A head's output norm is above 0 on (nearly) every token, so its firing probability would be
+    1 for every culture and P-based selectors (LAP, LAPE, CAS) would see no contrast. Here P is
+    each culture's mean norm relative to the unit's largest culture mean, ``M[c] / max_c M``
+    (``fire_count := tokens * M / max_c M``): 1 for the unit's top culture, and CAS's margin
+    ``P1 - P2`` becomes the relative gap ``1 - M2 / M1`` between its top two cultures. M itself
+    (``pos_sum``, MAD's input) is unchanged.
+    """
+    tokens = agg.tokens[:, None, None]
+    mean = np.divide(agg.pos_sum, tokens, out=np.zeros_like(agg.pos_sum), where=tokens > 0)
+    top = mean.max(axis=0, keepdims=True)
+    share = np.divide(mean, top, out=np.zeros_like(mean), where=top > 0)
+    return replace(agg, fire_count=share * tokens)

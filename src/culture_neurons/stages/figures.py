@@ -35,7 +35,11 @@ def figures_stage(
     title = f"{model}: {selector}"
     paths = plot_ablation_heatmaps(pd.read_parquet(matrix), title, heatmap_prefix)
     paths += plot_layer_distribution(
-        selected, cultures, f"{title} (ratio {attrs.get('ratio')})", layers_prefix
+        selected,
+        cultures,
+        f"{title} (ratio {attrs.get('ratio')})",
+        layers_prefix,
+        site=attrs.get("site", "decoder_mlp"),
     )
     if (significance is None) != (significance_prefix is None):
         raise InputError("give both --significance and --significance-prefix, or neither")

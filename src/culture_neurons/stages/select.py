@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from culture_neurons.errors import InputError
-from culture_neurons.record.aggregate import aggregate
+from culture_neurons.record.aggregate import NORM_STATISTIC, aggregate, relative_magnitude
 from culture_neurons.record.attribution_store import (
     AttributionAggregates,
     aggregate_attribution,
@@ -86,10 +86,15 @@ def select_stage(
 
 
 def _store_attrs(opened: ActivationStore) -> dict[str, Any]:
-    return {
+    attrs = {
         "store_fingerprint": opened.group.attrs.get("dataset_fingerprint"),
         "model": opened.group.attrs.get("model"),
     }
+    # The decoder MLP's store has no site attribute, and its masks stay as they were.
+    if "site" in opened.group.attrs:
+        attrs["site"] = opened.group.attrs["site"]
+        attrs["statistic"] = opened.group.attrs["statistic"]
+    return attrs
 
 
 def _counts(selected: np.ndarray, cultures: list[str]) -> dict[str, Any]:
@@ -125,6 +130,8 @@ def _selected_masks(
 ) -> dict[str, Any]:
     method = entry.name
     agg = aggregate(opened, only_correct=only_correct)
+    if opened.group.attrs.get("statistic") == NORM_STATISTIC:
+        agg = relative_magnitude(agg)
     cultures = list(agg.cultures)
     scorable = agg.tokens > 0
     unscorable = [c for c, ok in zip(cultures, scorable, strict=True) if not ok]
@@ -263,6 +270,14 @@ def _control_masks(
         raise InputError(
             f"selector {selector!r}: the reference masks {reference_masks} were selected on "
             "another activation store; rerun its select job"
+        )
+    if ref_attrs.get("site") != mine.get("site") or reference_ranks.shape[1:] != tuple(
+        opened.group["fire_count"].shape[1:]
+    ):
+        raise InputError(
+            f"selector {selector!r}: the reference masks {reference_masks} rank the units of "
+            f"another site ({ref_attrs.get('site', 'decoder_mlp')}) than this store's "
+            f"({mine.get('site', 'decoder_mlp')})"
         )
     start = time.perf_counter()
     ranks = entry.rank(reference_ranks, cultures, seed=int(values["seed"]))

@@ -15,6 +15,7 @@ from culture_neurons.analysis.tables import (
     table2,
     write_table2,
 )
+from culture_neurons.selection.conventions import DECODER_MLP, split_site
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +32,54 @@ def summary_stage(
     """The paper's Table 2 over (model, selector) -> summary-table paths (a mapping or pairs);
     writes PREFIX.csv, .md and .tex. ``significance``, the same keys -> per-source gap tests,
     adds the "sources with a significant gap" rows and writes them all to
-    PREFIX_significance.csv."""
-    tables = {key: pd.read_parquet(path) for key, path in dict(summaries).items()}
-    tests = {key: pd.read_parquet(path) for key, path in dict(significance or {}).items()}
+    PREFIX_significance.csv. Selectors at a site other than the decoder MLP (named
+    ``<site>.<instance>``) get their own PREFIX_<site>.* tables; the sweep tables hold every
+    site's."""
+    prefix = Path(out_prefix)
+    paths = []
+    tests_by_site = _by_site(dict(significance or {}))
+    for site, specs in _by_site(dict(summaries)).items():
+        if not specs:
+            continue
+        # The decoder MLP's table keeps its name; each other site gets PREFIX_<site>.*, its
+        # columns named as the decoder's (the site is the file).
+        at = prefix if site == DECODER_MLP else prefix.with_name(f"{prefix.name}_{site}")
+        paths += _headline_tables(specs, tests_by_site.get(site, {}), at)
+    if sweep_summaries:
+        paths += _sweep_tables(sweep_summaries, sweep_significance, prefix)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+    return paths
+
+
+def _by_site(
+    specs: Mapping[tuple[str, str], str | Path],
+) -> dict[str, dict[tuple[str, str], str | Path]]:
+    """site -> (model, selector instance at that site) -> path, the decoder MLP first."""
+    grouped: dict[str, dict[tuple[str, str], str | Path]] = {DECODER_MLP: {}}
+    for (model, selector), path in specs.items():
+        site, instance = split_site(selector)
+        grouped.setdefault(site, {})[(model, instance)] = path
+    return grouped
+
+
+def _headline_tables(
+    summaries: Mapping[tuple[str, str], str | Path],
+    significance: Mapping[tuple[str, str], str | Path],
+    prefix: Path,
+) -> list[Path]:
+    """Table 2 (PREFIX.csv, .md, .tex) and, with significance tests, PREFIX_significance.csv."""
+    tables = {key: pd.read_parquet(path) for key, path in summaries.items()}
+    tests = {key: pd.read_parquet(path) for key, path in significance.items()}
     table = table2(tables, tests or None)
     table.attrs["notes"] = [*table.attrs.get("notes", []), *models_loaded_note(tables)]
-    paths = write_table2(table, out_prefix)
+    paths = write_table2(table, prefix)
     if tests:
         rows = [t.assign(model=model) for (model, _), t in tests.items() if len(t)]
         merged = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
         if len(merged):
             merged = merged[["model", *[c for c in merged.columns if c != "model"]]]
-        prefix = Path(out_prefix)
         paths.append(prefix.with_name(prefix.name + "_significance.csv"))
         merged.to_csv(paths[-1], index=False)
-    if sweep_summaries:
-        paths += _sweep_tables(sweep_summaries, sweep_significance, Path(out_prefix))
-    log.info("wrote %s", ", ".join(map(str, paths)))
     return paths
 
 
