@@ -76,7 +76,8 @@ def test_select_on_a_head_store_finds_each_cultures_head_and_says_its_site(tmp_p
     selected, cultures, attrs = read_masks(tmp_path / "m.zarr")
     assert attrs["site"] == "attention_heads" and attrs["statistic"] == "l2_norm"
     assert report["site"] == "attention_heads"
-    for k, culture in enumerate(cultures):
+    assert cultures == CULTURES
+    for k in range(len(cultures)):
         assert np.flatnonzero(selected[k].ravel()).tolist() == [k]  # layer 0, head k
 
 
