@@ -30,11 +30,16 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Config,
     Qwen2VLImageProcessor,
+    SiglipVisionConfig,
 )
 
 from .prompt import build_prompt_text
 
 TINY_FAMILIES: tuple[str, ...] = ("qwen2_5_vl", "llava_next", "pangea")
+#: Extra checkpoints of a family, by name -> family: LLaVA-NeXT with a SigLIP tower (no CLS token,
+#: the "full" feature strategy), for the vision-site tests. Not in TINY_FAMILIES, which tests
+#: parametrize over.
+TINY_VARIANTS: dict[str, str] = {"llava_next_siglip": "llava_next"}
 
 TEXT_SIZES = {
     "hidden_size": 64,
@@ -226,7 +231,7 @@ def _build_qwen2_5_vl(
     )
 
 
-def _build_llava_next(out: Path, *, decoder: str) -> None:
+def _build_llava_next(out: Path, *, decoder: str, vision_tower: str = "clip") -> None:
     if decoder == "mistral":
         tok = _tokenizer(
             ["<image>", "[INST]", "[/INST]"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"
@@ -242,21 +247,33 @@ def _build_llava_next(out: Path, *, decoder: str) -> None:
         )
         text = _text_config(Qwen2Config, tok)
         tok.chat_template = QWEN2_TEXT_TEMPLATE
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=CLIP_SIZE,
-        patch_size=CLIP_PATCH,
-        projection_dim=32,
-    )
+    if vision_tower == "clip":
+        vision = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=CLIP_SIZE,
+            patch_size=CLIP_PATCH,
+            projection_dim=32,
+        )
+        strategy, class_tokens = "default", 1  # CLIP's CLS token, dropped again by "default"
+    else:  # SigLIP has no class token: every position is a patch, and "full" keeps them all
+        vision = SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=CLIP_SIZE,
+            patch_size=CLIP_PATCH,
+        )
+        strategy, class_tokens = "full", 0
     config = LlavaNextConfig(
         vision_config=vision,
         text_config=text,
         image_grid_pinpoints=GRID_PINPOINTS,
         vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy=strategy,
         image_token_index=tok.convert_tokens_to_ids("<image>"),
     )
     LlavaNextForConditionalGeneration(config).save_pretrained(out)
@@ -269,8 +286,8 @@ def _build_llava_next(out: Path, *, decoder: str) -> None:
         image_processor=image_processor,
         tokenizer=tok,
         patch_size=CLIP_PATCH,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # CLIP's CLS token
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=class_tokens,
         chat_template=MISTRAL_TEMPLATE if decoder == "mistral" else None,
     )
     processor.save_pretrained(out)
@@ -308,15 +325,18 @@ def make_items(n: int = 4, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, **qwen_sizes: Any) -> Path:
-    """Write a random-init tiny checkpoint of `family` (weights, tokenizer, processor).
+    """Write a random-init tiny checkpoint of `family` or of a `TINY_VARIANTS` name (weights,
+    tokenizer, processor).
 
     ``qwen_sizes`` (qwen2_5_vl only: text_sizes, vision_sizes, longest_edge) override the toy
     sizes, for the benchmark's mid-size model.
     """
     if qwen_sizes and family != "qwen2_5_vl":
         raise ValueError(f"size overrides are for qwen2_5_vl only, not {family!r}")
-    if family not in TINY_FAMILIES:
-        raise ValueError(f"no tiny model for family {family!r}; have {TINY_FAMILIES}")
+    if family not in TINY_FAMILIES and family not in TINY_VARIANTS:
+        raise ValueError(
+            f"no tiny model for family {family!r}; have {TINY_FAMILIES + tuple(TINY_VARIANTS)}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -324,5 +344,9 @@ def build_tiny_model(family: str, out_dir: str | Path, *, seed: int = 0, **qwen_
         if family == "qwen2_5_vl":
             _build_qwen2_5_vl(out, **qwen_sizes)
         else:
-            _build_llava_next(out, decoder="mistral" if family == "llava_next" else "qwen2")
+            _build_llava_next(
+                out,
+                decoder="qwen2" if family == "pangea" else "mistral",
+                vision_tower="siglip" if family == "llava_next_siglip" else "clip",
+            )
     return out
