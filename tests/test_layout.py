@@ -137,8 +137,16 @@ WORKFLOW = PACKAGE.parents[1] / "workflow"
 RULES_WITHOUT_SUBCOMMAND = {"all"}
 # Subcommands for a person, not for the DAG.
 SUBCOMMANDS_WITHOUT_RULE = {"bench", "estimate"}
-# `use rule X as X_intervention`: the same stage for an intervention other than the headline.
-VARIANT_SUFFIX = "_intervention"
+# `use rule X as X_intervention`: the same stage for an intervention other than the headline;
+# `X_at_site`: for a site other than the decoder MLP.
+VARIANT_SUFFIXES = ("_intervention", "_at_site")
+
+
+def stage_rule(rule: str) -> str:
+    """The rule whose stage a `use rule` variant runs (itself for any other rule)."""
+    for suffix in VARIANT_SUFFIXES:
+        rule = rule.removesuffix(suffix)
+    return rule
 
 
 def workflow_rule_commands() -> dict[str, str | None]:
@@ -171,9 +179,9 @@ def test_every_rule_runs_the_subcommand_of_its_name_and_every_subcommand_has_a_r
         if rule in RULES_WITHOUT_SUBCOMMAND:
             assert command is None, rule
             continue
-        stage = rule.removesuffix(VARIANT_SUFFIX)
+        stage = stage_rule(rule)
         assert command == stage.replace("_", "-"), f"rule {rule} runs culture-neurons {command}"
-    staged = {r.removesuffix(VARIANT_SUFFIX).replace("_", "-") for r in rules}
+    staged = {stage_rule(r).replace("_", "-") for r in rules}
     without_rule = set(subcommands()) - staged
     assert without_rule == SUBCOMMANDS_WITHOUT_RULE, without_rule
     # SUBCOMMANDS spells each subcommand as its rule does.

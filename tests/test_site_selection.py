@@ -11,9 +11,10 @@ import pytest
 from culture_neurons.analysis.metrics import self_cross_summary
 from culture_neurons.errors import InputError
 from culture_neurons.record.aggregate import CultureAggregates, relative_magnitude
-from culture_neurons.record.store import create_or_resume
+from culture_neurons.record.store import create_or_resume, open_store
 from culture_neurons.selection import selectors
 from culture_neurons.selection.masks import read_masks
+from culture_neurons.selection.stability import stability
 from culture_neurons.stages.select import select_stage
 from culture_neurons.stages.summary import summary_stage
 
@@ -118,3 +119,14 @@ def test_each_site_gets_its_own_table2_and_the_decoders_is_unchanged(tmp_path):
     decoder_table = pd.read_csv(tmp_path / "both" / "table2.csv")
     assert list(site_table.columns) == list(decoder_table.columns)  # CAS, named as the decoder's
     assert not site_table.equals(decoder_table)
+
+
+def test_stability_resamples_a_head_store_with_the_select_stages_statistic(tmp_path):
+    store = norm_store(tmp_path / "heads.zarr", site="attention_heads", statistic="l2_norm")
+    select_stage(store, "attention_heads.cas", 1 / 8, tmp_path / "m.zarr", tmp_path / "m.json",
+                 params={"method": "cas"})  # fmt: skip
+    selected, _, _ = read_masks(tmp_path / "m.zarr")
+    result = stability(open_store(store), {"attention_heads.cas": {"method": "cas"}},
+                       ratio=1 / 8, n_resamples=4, null_resamples=0, min_items=2)  # fmt: skip
+    np.testing.assert_array_equal(result.full["attention_heads.cas"], selected)
+    assert selected.any()

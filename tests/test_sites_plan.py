@@ -116,3 +116,13 @@ def test_mean_patching_is_refused_for_attention_heads(tmp_path, monkeypatch):
         check_config(Plan(config, basedir=ROOT), print, print)
     config["interventions"][1]["selectors"] = ["cas"]  # the decoder's cas only
     check_config(Plan(config, basedir=ROOT), print, print)
+
+
+def test_each_site_with_a_data_driven_selector_gets_a_stability_job(site_plan):
+    assert site_plan.stability_sites == ["vision_mlp", "attention_heads"]
+    assert list(site_plan.data_driven_selectors_at("vision_mlp")) == ["vision_mlp.cas"]
+    targets = site_plan.final_targets()
+    assert layout.stability_figure("hub", "vision_mlp") + ".png" in targets
+    assert layout.stability("hub", "summary.csv", "vision_mlp") == (
+        "results/hub/sites/vision_mlp/stability/summary.csv"
+    )

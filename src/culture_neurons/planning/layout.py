@@ -181,9 +181,16 @@ def dose_response_table(model: str) -> str:
     return f"{RESULTS}/{model}/dose_response.csv"
 
 
-def stability(model: str, name: str) -> str:
-    """summary.csv, jaccards.parquet or frequency.zarr of the stability stage."""
-    return f"{RESULTS}/{model}/stability/{name}"
+def stability(model: str, name: str, site: str = DECODER_MLP) -> str:
+    """summary.csv, jaccards.parquet or frequency.zarr of the stability stage (of one site)."""
+    if site == DECODER_MLP:
+        return f"{RESULTS}/{model}/stability/{name}"
+    return f"{RESULTS}/{model}/sites/{site}/stability/{name}"
+
+
+def stability_figure(model: str, site: str = DECODER_MLP) -> str:
+    """Prefix of the stability figure (of one site)."""
+    return model_figure(model, "stability" if site == DECODER_MLP else f"{site}_stability")
 
 
 def overlap(model: str, name: str) -> str:

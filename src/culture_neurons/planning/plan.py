@@ -298,11 +298,20 @@ class Plan:
     def data_driven_selectors(self) -> dict[str, dict[str, Any]]:
         """Instances selected from the firing statistics: not culture-independent (RND), not
         controls, not attribution selectors (they score the attribution store)."""
+        return self.data_driven_selectors_at(DECODER_MLP)
+
+    def data_driven_selectors_at(self, site: str) -> dict[str, dict[str, Any]]:
+        """`data_driven_selectors` at one site: what its stability job resamples."""
         return {
             name: params
             for name, params in self.selectors.items()
-            if registry.is_data_driven(params["method"]) and name in self.decoder_selectors
+            if registry.is_data_driven(params["method"]) and self.site_of(name) == site
         }
+
+    @property
+    def stability_sites(self) -> list[str]:
+        """The sites other than the decoder MLP that have a data-driven selector to resample."""
+        return [s for s in self.extra_sites if self.data_driven_selectors_at(s)]
 
     def sources_of(self, selector: str) -> list[str]:
         """The source cultures of a selector's masks (one for a culture-independent one)."""
@@ -455,6 +464,8 @@ class Plan:
                 )
         for figure in ("stability", "overlap"):
             targets += layout.figure_files(layout.model_figure(model, figure))
+        for site in self.stability_sites:
+            targets += layout.figure_files(layout.stability_figure(model, site))
         targets += self.dose_response_figures(model)
         targets.append(layout.dose_response_table(model))
         if self.atlas_selectors:

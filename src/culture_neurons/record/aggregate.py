@@ -112,8 +112,16 @@ def relative_magnitude(agg: CultureAggregates) -> CultureAggregates:
     ``P1 - P2`` becomes the relative gap ``1 - M2 / M1`` between its top two cultures. M itself
     (``pos_sum``, MAD's input) is unchanged.
     """
-    tokens = agg.tokens[:, None, None]
-    mean = np.divide(agg.pos_sum, tokens, out=np.zeros_like(agg.pos_sum), where=tokens > 0)
+    share = relative_mean(agg.pos_sum, agg.tokens)
+    return replace(agg, fire_count=share * agg.tokens[:, None, None])
+
+
+def relative_mean(pos_sum: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """``M[c] / max_c M`` (float64 ``[C, L, D]``) of per-culture sums ``pos_sum`` over
+    ``tokens`` ``[C]``: the P that `relative_magnitude` gives norm-valued units (0 where a culture
+    has no tokens or a unit's norm is 0 everywhere)."""
+    tokens = np.asarray(tokens, dtype=np.float64)[:, None, None]
+    pos_sum = np.asarray(pos_sum, dtype=np.float64)
+    mean = np.divide(pos_sum, tokens, out=np.zeros_like(pos_sum), where=tokens > 0)
     top = mean.max(axis=0, keepdims=True)
-    share = np.divide(mean, top, out=np.zeros_like(mean), where=top > 0)
-    return replace(agg, fire_count=share * tokens)
+    return np.divide(mean, top, out=np.zeros_like(mean), where=top > 0)

@@ -35,7 +35,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from culture_neurons.errors import InputError
-from culture_neurons.record.aggregate import used_items
+from culture_neurons.record.aggregate import NORM_STATISTIC, relative_mean, used_items
 from culture_neurons.record.store import ActivationStore
 from culture_neurons.selection.registry import is_data_driven
 from culture_neurons.selection.selectors import budget, method_function
@@ -258,6 +258,7 @@ def stability(
     ``method``) on the full data, the bootstrap resamples and the permutation null."""
     chosen = _selectable(selectors)
     group = store.group
+    norm_valued = group.attrs.get("statistic") == NORM_STATISTIC
     # The select stage's own filter, so the full replicate is its aggregate.
     cultures, item_cultures, used, _ = used_items(store, only_correct=only_correct)
     plan = resample_plan(
@@ -292,9 +293,12 @@ def stability(
         t0 = time.perf_counter()
         for j, r in enumerate(replicates):
             t = tokens[j, scorable]
-            P = np.divide(fire[j, scorable], t[:, None, None], dtype=np.float64)
-            np.clip(P, 0.0, 1.0, out=P)  # float32 sums of exact counts: only rounding above 1
             M = np.divide(pos[j, scorable], t[:, None, None], dtype=np.float64)
+            if norm_valued:  # the select stage's P of norm-valued units (attention heads)
+                P = relative_mean(pos[j, scorable], t)
+            else:
+                P = np.divide(fire[j, scorable], t[:, None, None], dtype=np.float64)
+                np.clip(P, 0.0, 1.0, out=P)  # float32 sums of exact counts: rounding above 1
             for name, (fn, params) in chosen.items():
                 mask = np.zeros((len(cultures), n_layers, n_neurons), dtype=bool)
                 mask[scorable] = fn(P, M, k, **params)
