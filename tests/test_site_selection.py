@@ -130,3 +130,11 @@ def test_stability_resamples_a_head_store_with_the_select_stages_statistic(tmp_p
                        ratio=1 / 8, n_resamples=4, null_resamples=0, min_items=2)  # fmt: skip
     np.testing.assert_array_equal(result.full["attention_heads.cas"], selected)
     assert selected.any()
+
+
+def test_dose_response_lines_name_their_site():
+    from culture_neurons.analysis.dose_response import line_name
+
+    assert line_name("rnd_matched-s1") == "RND-LM"  # the decoder's, as before
+    assert line_name("vision_mlp.rnd-s0") == "RND (vision_mlp)"
+    assert line_name("attention_heads.cas") == "CAS (attention_heads)"

@@ -25,6 +25,7 @@ from culture_neurons.analysis.figures import _save
 from culture_neurons.analysis.metrics import RANDOM_SOURCE
 from culture_neurons.analysis.tables import selector_column
 from culture_neurons.errors import InputError
+from culture_neurons.selection.conventions import DECODER_MLP, split_site
 from culture_neurons.statistics import CI_LEVEL, percentile_interval
 
 __all__ = ["dose_response_table", "plot_dose_response"]
@@ -38,6 +39,14 @@ _SEEDED = re.compile(r"-s\d+$")
 _METRIC_LABELS = {"delta": "accuracy Δ (points)", "flip_rate": "flip rate (%)"}
 # Reference lines: drawn dashed and grey-toned so the data-driven selectors stand out.
 _REFERENCES = ("RND", "RND-LM")
+
+
+def line_name(instance: str) -> str:
+    """The line of a selector instance: its Table 2 column, seeds pooled, and its site when it
+    is not the decoder MLP (``vision_mlp.rnd-s0`` -> ``RND (vision_mlp)``)."""
+    site, name = split_site(instance)
+    column = selector_column(_SEEDED.sub("", name))[0]
+    return column if site == DECODER_MLP else f"{column} ({site})"
 
 
 def _per_source(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -74,7 +83,7 @@ def dose_response_table(
         missing = {"intervention", "ratio", "source", "target", "delta", "flip_rate"} - set(matrix)
         if missing:
             raise InputError(f"sweep matrix of {instance!r}: missing column(s) {sorted(missing)}")
-        line = selector_column(_SEEDED.sub("", instance))[0]
+        line = line_name(instance)
         for intervention, part in matrix.groupby("intervention", sort=False):
             grouped.setdefault((str(intervention), line), []).append(part)
     rows = []
@@ -123,7 +132,7 @@ def plot_dose_response(table: pd.DataFrame, title: str, out_prefix: str | Path) 
                 if points.empty:
                     continue
                 x = points["ratio"].to_numpy() * 100
-                style = "--" if line in _REFERENCES else "-"
+                style = "--" if line.split(" ")[0] in _REFERENCES else "-"
                 ax.plot(
                     x, points["value"], style, marker="o", ms=3, color=colours[line], label=line
                 )
