@@ -404,7 +404,7 @@ def _pair_prompts(
     """The prompt of every (row, mask) pair of a window, (row, `UNMASKED`) included: the
     unmasked one for banks acting in the decoder, one captured under each bank for a site in
     the vision tower (the bank changes the image features the decoder receives)."""
-    n_masks = 0 if keep is None else keep.shape[0]
+    n_masks = 1 if keep is None else keep.shape[0]  # unmasked rows are mask 0 too
     prompts: PairPrompts = {(row, UNMASKED): prompt for row, prompt in unmasked.items()}
     if keep is None or site != VISION_MLP:
         prompts.update({(row, m): p for row, p in unmasked.items() for m in range(n_masks)})
