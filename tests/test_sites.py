@@ -337,12 +337,15 @@ def test_head_ablation_equals_zeroed_o_proj_columns(adapter: ModelAdapter) -> No
     before = last_logits(adapter, batch)
     with intervene_site(adapter, ATTENTION_HEADS, keep):
         ablated = last_logits(adapter, batch)
+        ablated_tokens = adapter.generate(batch, max_new_tokens=4)
     weight = o_projs(adapter)[layer].weight
     saved = weight.detach().clone()
     try:
         with torch.no_grad():
             weight[:, head * head_dim : (head + 1) * head_dim] = 0
         by_hand = last_logits(adapter, batch)
+        # The pre-hook holds at every decode step too: the same greedy continuation.
+        assert torch.equal(adapter.generate(batch, max_new_tokens=4), ablated_tokens)
     finally:
         with torch.no_grad():
             weight.copy_(saved)
