@@ -621,3 +621,26 @@ def test_env_installs_this_checkout_without_dependencies(kind):
     script = (ROOT / "envs" / f"{kind}.post-deploy.sh").read_text()
     assert "pip install --no-deps" in script and "CULTURE_NEURONS_CHECKOUT" in script
     assert "CULTURE_NEURONS_CHECKOUT" in (ROOT / "workflow/rules/common.smk").read_text()
+
+
+def test_sites_overlay_adds_each_sites_branch_and_leaves_the_decoders_jobs_as_they_were():
+    overlay = ("--configfile", "config.yaml", "configs/demo-sites.yaml")
+    config = copy.deepcopy(load("config.yaml"))
+    config.update(load("configs/demo-sites.yaml"))
+    validate(config, SCHEMA)
+    plain, _ = dry_run_jobs()
+    with_sites, _ = dry_run_jobs(*overlay)
+    counts = Counter(j.rule for j in with_sites)
+    assert counts["record_site"] == counts["stability_at_site"] == 2
+    sites = {j.wildcards["site"] for j in with_sites if j.rule == "record_site"}
+    assert sites == {"vision_mlp", "attention_heads"}
+    # rnd x3, rnd_matched x3, cas and mad at each of the two sites: 16 more selections.
+    assert counts["select"] == Counter(j.rule for j in plain)["select"] + 16
+    site_selectors = {j.wildcards["selector"] for j in with_sites if j.rule == "ablate"}
+    assert {"vision_mlp.cas", "attention_heads.rnd_matched-s2"} <= site_selectors
+    # Every decoder job is planned with the same command: the gathering jobs (their inputs
+    # grow by the sites' tables) and the final target aside, nothing of the decoder changes.
+    gathering = {"summary", "dose_response", "all"}
+    before = {(j.rule, j.shell) for j in plain if j.rule not in gathering}
+    after = {(j.rule, j.shell) for j in with_sites if j.rule not in gathering}
+    assert before <= after
