@@ -8,6 +8,8 @@ pass must store what `record_site` gives each item alone, answers taken from the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,3 +109,51 @@ def test_record_site_refuses_a_baseline_of_other_items(tiny_adapter, varied_eval
     with pytest.raises(InputError, match="rerun rule record"):
         record_site_pass(tiny_adapter, rows, wrong, shape, tmp_path / "s.zarr", batch_size=3,
                          chunk_items=3, attrs={})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """prepare-data's output on the CVQA fixture (items.parquet with photos, report.json)."""
+    from tests.cvqa_fixture import prepare_fixture
+
+    return prepare_fixture(tmp_path_factory.mktemp("cvqa"))
+
+
+def run_record_site(prepared, checkpoint, tmp_path, site: str, image: str = "use") -> int:
+    from culture_neurons.cli import main
+    from culture_neurons.data.split import split_rows
+
+    rows = split_rows(pd.read_parquet(prepared / "items.parquet"), "identification")
+    baseline_of(rows).to_parquet(tmp_path / "identification.parquet")
+    model = json.dumps({"family": "qwen2_5_vl", "path": str(checkpoint), "image": image})
+    return main([
+        "record-site", "--items", str(prepared / "items.parquet"),
+        "--data-report", str(prepared / "report.json"),
+        "--baseline", str(tmp_path / "identification.parquet"), "--model-name", "tiny",
+        "--model", model, "--site", site, "--batch-size", "4", "--chunk-items", "8",
+        "--store", str(tmp_path / f"{site}.zarr"), "--report", str(tmp_path / f"{site}.json"),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("site", [VISION_MLP, ATTENTION_HEADS])
+def test_record_site_stage_writes_a_store_selection_reads_and_its_cost(
+    prepared, tiny_checkpoint, tmp_path, site
+):
+    assert run_record_site(prepared, tiny_checkpoint("qwen2_5_vl"), tmp_path, site) == 0
+    report = json.loads((tmp_path / f"{site}.json").read_text())
+    group = open_store(tmp_path / f"{site}.zarr").group
+    assert group.attrs["site"] == site and group.attrs["model"] == "tiny"
+    assert group.attrs["statistic"] == ("l2_norm" if site == ATTENTION_HEADS else "fires")
+    n_items, n_layers, n_units = group["fire_count"].shape
+    assert report["items"] == n_items and report["units"] == n_layers * n_units
+    assert report["store_bytes_per_item"] * n_items == pytest.approx(report["store_bytes"], 1e-3)
+    assert report["seconds_per_item"] > 0
+
+
+def test_record_site_refuses_vision_for_a_model_that_sees_no_image(
+    prepared, tiny_checkpoint, tmp_path, caplog
+):
+    code = run_record_site(prepared, tiny_checkpoint("qwen2_5_vl"), tmp_path, VISION_MLP, "drop")
+    assert code == 2
+    assert "answers without images" in caplog.text
+    assert not (tmp_path / f"{VISION_MLP}.zarr").exists()

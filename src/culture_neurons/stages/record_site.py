@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from culture_neurons.data.split import IDENTIFICATION, split_rows
+from culture_neurons.errors import InputError
 from culture_neurons.models import load_adapter
 from culture_neurons.models.sites import site_shape
 from culture_neurons.models.spec import model_spec_from_config
@@ -56,6 +57,11 @@ def record_site_stage(
     adapter = load_adapter(model_spec_from_config(model))
     loaded = time.perf_counter()
     shape = site_shape(adapter, site)
+    if shape.in_vision_tower and not adapter.takes_images:
+        raise InputError(
+            f"model {model_name} answers without images (image: drop, or a text-only "
+            f"processor): its {site} site sees nothing; remove {site} from sites for this run"
+        )
     log.info("%s %s: %d layers x %d units", model_name, site, shape.n_layers, shape.n_units)
     attrs = {
         **store_attrs(adapter, fingerprint, model_name),
