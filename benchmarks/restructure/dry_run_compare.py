@@ -1,26 +1,17 @@
 """Compare the dry-run job lists of two checkouts, mapping the renamed rules and subcommands."""
-
 import re, sys
 from pathlib import Path
 
-RULES = {
-    "baseline_and_record": "record",
-    "make_demo_data": "make_demo",
-    "train_demo_model": "train_demo",
-    "intervention_matrices": "matrices_intervention",
-    "intervention_figures": "figures_intervention",
-    "ablate_intervention_shard": "ablate_shard_intervention",
-}
+RULES = {"baseline_and_record": "record", "make_demo_data": "make_demo",
+         "train_demo_model": "train_demo", "intervention_matrices": "matrices_intervention",
+         "intervention_figures": "figures_intervention",
+         "ablate_intervention_shard": "ablate_shard_intervention"}
 # Intended text changes in shell commands / logs (renamed subcommands, log folders).
-TEXT = [
-    ("logs/baseline_and_record/", "logs/record/"),
-    ("logs/make_demo_data.log", "logs/make_demo.log"),
-    ("logs/train_demo_model/", "logs/train_demo/"),
-    ("culture-neurons download --repo-type model ", "culture-neurons download-model "),
-    ("culture-neurons download --repo-type dataset ", "culture-neurons download-dataset "),
-    ("culture-neurons prepare-data ", "culture-neurons prepare-task "),
-]
-
+TEXT = [("logs/baseline_and_record/", "logs/record/"), ("logs/make_demo_data.log", "logs/make_demo.log"),
+        ("logs/train_demo_model/", "logs/train_demo/"),
+        ("culture-neurons download --repo-type model ", "culture-neurons download-model "),
+        ("culture-neurons download --repo-type dataset ", "culture-neurons download-dataset "),
+        ("culture-neurons prepare-data ", "culture-neurons prepare-task ")]
 
 def jobs(path):
     out = Path(path).read_text()
@@ -41,7 +32,6 @@ def jobs(path):
         res.append(fields)
     return res
 
-
 def normalise(job, rename):
     job = dict(job)
     if rename:
@@ -52,7 +42,6 @@ def normalise(job, rename):
                     continue
                 job[k] = job[k].replace(a, b)
     return tuple(sorted(job.items()))
-
 
 def main(before, after):
     ok = True
@@ -71,7 +60,6 @@ def main(before, after):
             for x in list(sb - sa)[:3]:
                 print("  only after: ", dict(x))
     return ok
-
 
 if __name__ == "__main__":
     sys.exit(0 if main(sys.argv[1], sys.argv[2]) else 1)

@@ -1,7 +1,5 @@
 """Longest functions (lines) under a source tree, and line counts of named files."""
-
 import ast, sys, pathlib
-
 root = pathlib.Path(sys.argv[1])
 rows = []
 for f in sorted((root / "src").rglob("*.py")):
@@ -12,11 +10,4 @@ for f in sorted((root / "src").rglob("*.py")):
 rows.sort(reverse=True)
 for n, name in rows[:15]:
     print(f"{n:5d}  {name}")
-print(
-    "functions:",
-    len(rows),
-    " >60 lines:",
-    sum(n > 60 for n, _ in rows),
-    " >100 lines:",
-    sum(n > 100 for n, _ in rows),
-)
+print("functions:", len(rows), " >60 lines:", sum(n > 60 for n, _ in rows), " >100 lines:", sum(n > 100 for n, _ in rows))
