@@ -86,3 +86,26 @@ def test_interventions_stay_apart_and_the_figure_draws_each_line(tmp_path):
     assert list(zero["value"]) == [-4.0, -8.0] and list(scaled["value"]) == [4.0]
     paths = plot_dose_response(table[table["intervention"] == "zero"], "t", tmp_path / "dose")
     assert [p.suffix for p in paths] == [".png", ".pdf"]
+
+
+def test_each_site_gets_its_own_figure_and_the_decoders_rows_are_as_alone(tmp_path):
+    from culture_neurons.stages.dose_response import dose_response_stage
+
+    cells = np.diag([-4.0, -2.0, -3.0])
+    paths = {}
+    for name, scale in (("cas", 1.0), ("vision_mlp.cas", 2.0), ("attention_heads.mad", 0.5)):
+        paths[name] = tmp_path / f"{name}.parquet"
+        sweep_matrix({0.1: scale * cells, 0.2: 2 * scale * cells}).to_parquet(paths[name])
+    alone = dose_response_stage("m", [("cas", paths["cas"])], tmp_path / "alone.csv",
+                                tmp_path / "alone", n_boot=30)  # fmt: skip
+    both = dose_response_stage("m", list(paths.items()), tmp_path / "both.csv",
+                               tmp_path / "both", n_boot=30)  # fmt: skip
+    decoder = both[~both["line"].str.contains(r"\(")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(decoder, alone)
+    assert set(both["line"]) == {"CAS", "CAS (vision_mlp)", "MAD (attention_heads)"}
+    figures = sorted(p.name for p in (tmp_path / "both").iterdir())
+    assert figures == sorted(
+        f"{prefix}dose_response_zero{ext}"
+        for prefix in ("", "vision_mlp_", "attention_heads_")
+        for ext in (".png", ".pdf")
+    )

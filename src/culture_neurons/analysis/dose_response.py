@@ -114,9 +114,20 @@ def dose_response_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def plot_dose_response(table: pd.DataFrame, title: str, out_prefix: str | Path) -> list[Path]:
-    """Rows: accuracy Δ, flip rate; columns: self, cross, gap; x the share of neurons, one line
-    per selector with its bootstrap interval as a band; RND and the layer-matched control dashed."""
+#: What the x axis shares out at each site.
+SITE_UNITS = {
+    DECODER_MLP: "decoder-MLP neurons",
+    "vision_mlp": "vision-MLP neurons",
+    "attention_heads": "attention heads",
+}
+
+
+def plot_dose_response(
+    table: pd.DataFrame, title: str, out_prefix: str | Path, site: str = DECODER_MLP
+) -> list[Path]:
+    """Rows: accuracy Δ, flip rate; columns: self, cross, gap; x the share of ``site``'s units,
+    one line per selector with its bootstrap interval as a band; RND and the layer-matched
+    control dashed."""
     metrics = [m for m in _METRIC_LABELS if (table["metric"] == m).any()]
     fig = Figure(figsize=(11, 3.1 * max(len(metrics), 1)))
     fig.set_layout_engine("constrained")
@@ -139,7 +150,8 @@ def plot_dose_response(table: pd.DataFrame, title: str, out_prefix: str | Path) 
                 ax.fill_between(x, points["lo"], points["hi"], color=colours[line], alpha=0.15)
             ax.axhline(0, color="black", linewidth=0.6)
             if row == len(metrics) - 1:
-                ax.set_xlabel("requested share of decoder-MLP neurons per culture (%)", fontsize=8)
+                label = f"requested share of {SITE_UNITS[site]} per culture (%)"
+                ax.set_xlabel(label, fontsize=8)
             ax.set_xticks(sorted(set(table["ratio"] * 100)))
             ax.set_title(f"{setting}: {_METRIC_LABELS[metric]}", fontsize=9)
     if metrics:

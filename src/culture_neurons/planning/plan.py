@@ -485,11 +485,15 @@ class Plan:
         return targets
 
     def dose_response_figures(self, model: str) -> list[str]:
-        return [
-            path
-            for name in self.intervention_runs
-            for path in layout.figure_files(layout.model_figure(model, f"dose_response_{name}"))
-        ]
+        """One figure per intervention and site it runs at (the decoder MLP's unprefixed)."""
+        paths = []
+        for site in self.config["sites"]:
+            prefix = "" if site == DECODER_MLP else f"{site}_"
+            for name, selectors in self.intervention_runs.items():
+                if any(self.site_of(s) == site for s in selectors):
+                    figure = layout.model_figure(model, f"{prefix}dose_response_{name}")
+                    paths += layout.figure_files(figure)
+        return paths
 
     # -- resources of the model jobs (culture_neurons.planning.work) -----------------------
     def configured_batch_sizes(self, model: str) -> tuple[int, int]:
