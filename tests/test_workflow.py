@@ -573,16 +573,17 @@ def test_every_rule_runs_in_an_existing_env_of_its_kind():
     rules = workflow_rules()  # rule all, in the Snakefile, runs nothing
     assert set(rules) == {
         "make_demo", "prepare_data", "prepare_task", "prepare_checkpoint", "train_demo",
-        "record", "attribute", "select", "ablate", "ablate_shard", "control_effect",
-        "matrices", "figures", "baseline_figure", "summary", "stability", "overlap",
-        "dose_response", "download_model", "download_dataset", "atlas",
+        "record", "record_site", "attribute", "select", "ablate", "ablate_shard",
+        "control_effect", "matrices", "figures", "baseline_figure", "summary", "stability",
+        "overlap", "dose_response", "download_model", "download_dataset", "atlas",
     }  # fmt: skip
     for name, (env, command) in rules.items():
         assert env is not None and command is not None, name
         assert Path(env).is_file(), f"rule {name}: {env} does not exist"
         assert Path(env).parent == ROOT / "envs", name
     kinds = {name: Path(env).stem for name, (env, _) in rules.items() if env}
-    assert kinds["record"] == kinds["ablate"] == kinds["ablate_shard"] == "model"
+    assert kinds["record"] == kinds["record_site"] == kinds["ablate"] == kinds["ablate_shard"]
+    assert kinds["record"] == "model"
     assert kinds["train_demo"] == "model"
     assert kinds["prepare_checkpoint"] == kinds["attribute"] == kinds["control_effect"] == "model"
     assert kinds["prepare_data"] == kinds["make_demo"] == kinds["prepare_task"] == "data"
