@@ -4,9 +4,11 @@ MLP's recording, on the CPU bench model.
     python benchmarks/sites_cost.py [--items 48] [--out benchmarks/sites/cost.json]
 
 The model is `culture-neurons bench`'s CPU model (a random-init Qwen2.5-VL: 8 decoder layers x
-2,048 MLP neurons and 8 heads, a 4-block vision tower of 1,024 MLP neurons, images up to 224 px).
-The items are photo-sized JPEGs (1600x1200 to 3000x2000, held decoded; the processor scales them
-to the model's 224-px bound) with questions of varied length. Rule record's pass (answers and
+2,048 MLP neurons and 8 heads, a 4-block vision tower of 1,024 MLP neurons). The items are
+photo-sized JPEGs (1600x1200 to 3000x2000), decoded as a run decodes them and scaled by the
+adapter to Qwen's cap of 1280 x 28 x 28 pixels: about 5,000 vision patches and 1,240 visual
+tokens per photo, prompts of about 1,470 tokens (the paper's Qwen2.5-VL-7B sees as many), with
+questions of varied length. Rule record's pass (answers and
 decoder statistics, 20 new tokens at most) runs first; each site's record_site pass (prompt
 forwards only) then runs on its identification baseline. Each pass is timed in this process
 after a warm-up batch; the store bytes are what lands on disk (compressed), per item. The units
@@ -30,6 +32,7 @@ import torch
 from PIL import Image
 
 from culture_neurons.benchmark.bench import cpu_model
+from culture_neurons.data.images import PixelBound, decode_image
 from culture_neurons.models.sites import ATTENTION_HEADS, VISION_MLP, site_shape
 from culture_neurons.record.recording import (
     baseline_table_from_store,
@@ -54,19 +57,20 @@ QUESTIONS = [
 ]
 
 
-def photo_rows(n: int, seed: int = 0) -> pd.DataFrame:
-    """Identification rows with photo-sized JPEG bytes and four options each."""
+def photo_rows(n: int, bound: PixelBound | None, seed: int = 0) -> pd.DataFrame:
+    """Identification rows with photo-sized JPEGs, held as a run's `load_image` gives them
+    (decoded down to the model's ``bound``), and four options each."""
     rng = np.random.default_rng(seed)
     sizes = [(1600, 1200), (3000, 2000), (2000, 3000), (2400, 1800)]
     rows = []
     for i in range(n):
         w, h = sizes[i % len(sizes)]
         small = rng.integers(0, 256, size=(h // 50, w // 50, 3), dtype=np.uint8)
-        # A JPEG round trip gives the photo its compression artefacts; the rows then hold the
-        # decoded image in memory (`prompt_items`' in-memory column), as the CPU bench does.
         buffer = io.BytesIO()
         Image.fromarray(small).resize((w, h)).save(buffer, format="JPEG", quality=85)
-        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        # In memory (`prompt_items`' in-memory column), decoded as `load_image` decodes a shard's
+        # photo: at the smallest JPEG scale still above the processor's bound, then resized.
+        image = decode_image({"bytes": buffer.getvalue(), "path": None}, bound=bound)
         rows.append({
             "item_id": f"photo_{i:04d}", "culture": f"C{i % 4}", "subset": "photos",
             "label": int(rng.integers(0, 4)), "question": QUESTIONS[i % len(QUESTIONS)],
@@ -86,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         adapter = cpu_model(root)
-        rows = photo_rows(args.items)
+        rows = photo_rows(args.items, adapter.image_bound)
         chunk = 2 * args.batch_size
         # Warm-up: one batch of each pass, outside the timings.
         warm = rows.iloc[: args.batch_size]
