@@ -22,12 +22,16 @@ ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 
 
 @contextmanager
-def hooks_attached(pairs: Sequence[tuple[nn.Module, ForwardHook]]) -> Iterator[None]:
-    """Register forward hooks for the duration of the block, removing every one of them on exit."""
+def hooks_attached(
+    pairs: Sequence[tuple[nn.Module, Callable[..., Any]]], *, pre: bool = False
+) -> Iterator[None]:
+    """Register forward hooks (``pre``: forward pre-hooks, which may replace a module's inputs)
+    for the duration of the block, removing every one of them on exit."""
     handles = []
     try:
         for module, hook in pairs:
-            handles.append(module.register_forward_hook(hook))
+            register = module.register_forward_pre_hook if pre else module.register_forward_hook
+            handles.append(register(hook))
         yield
     finally:
         for handle in handles:

@@ -371,19 +371,6 @@ class HeadMasks(KeepMasks):
         return pre_hook
 
 
-@contextmanager
-def pre_hooks_attached(pairs: Sequence[tuple[nn.Module, ForwardPreHook]]) -> Iterator[None]:
-    """`hooks.hooks_attached` for forward pre-hooks (which may replace a module's inputs)."""
-    handles = []
-    try:
-        for module, hook in pairs:
-            handles.append(module.register_forward_pre_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 # ----------------------------------------------------------------------------------- the API
 @contextmanager
 def record_site(adapter: ModelAdapter, site: str, batch: Mapping[str, Any]) -> Iterator[Any]:
@@ -460,7 +447,7 @@ def intervene_site(
             )
         modules, heads = attention_o_projs(adapter)
         masks = HeadMasks(modules, keep, heads, row_mask_index)
-        with pre_hooks_attached(masks.hooks()):
+        with hooks_attached(masks.hooks(), pre=True):
             yield masks
         return
     if row_mask_index is not None or keep.shape[0] != 1:
